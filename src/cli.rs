@@ -1,0 +1,276 @@
+//! Command-line pieces every applet shares: the common options, duration and size values, and the
+//! check that nothing unknown was left on the command line.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::log::Format;
+
+/// Options every applet accepts, taken off the command line before the applet parses its own.
+pub const COMMON_OPTIONS: &str = "\
+COMMON OPTIONS
+    --timeout DURATION   overall deadline, e.g. 500ms, 30s, 5m, 1h, 1m30s; 0 = none
+    --log-format FORMAT  text (default) or json; also INITBOX_LOG_FORMAT
+    -q, --quiet          only print errors
+    -h, --help           this help";
+
+/// The parsed command line of one applet: its options, and the command after `--`, if any.
+pub struct Args {
+    pub options: pico_args::Arguments,
+    pub command: Vec<OsString>,
+}
+
+impl Args {
+    pub fn new(mut words: Vec<OsString>) -> Args {
+        let command = match words.iter().position(|w| w == "--") {
+            Some(split) => {
+                let command = words.split_off(split + 1);
+                words.pop();
+                command
+            }
+            None => Vec::new(),
+        };
+        Args {
+            options: pico_args::Arguments::from_vec(words),
+            command,
+        }
+    }
+
+    pub fn flag(&mut self, names: impl Into<pico_args::Keys>) -> bool {
+        self.options.contains(names)
+    }
+
+    /// An option's value parsed by `parse`, whose error text explains the expected form.
+    pub fn value<T>(
+        &mut self,
+        names: impl Into<pico_args::Keys>,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, Error> {
+        self.options
+            .opt_value_from_fn(names, parse)
+            .map_err(usage_error)
+    }
+
+    /// Every occurrence of a repeatable option.
+    pub fn values(&mut self, names: impl Into<pico_args::Keys> + Copy) -> Result<Vec<String>, Error> {
+        self.options.values_from_str(names).map_err(usage_error)
+    }
+
+    /// The remaining words, all positional: any word left that looks like an option is unknown.
+    pub fn positionals(self) -> Result<Vec<String>, Error> {
+        self.options
+            .finish()
+            .into_iter()
+            .map(|word| match word.into_string() {
+                Ok(word) if word.starts_with('-') && word.len() > 1 => {
+                    Err(Error::usage(format!("unknown option '{word}'")))
+                }
+                Ok(word) => Ok(word),
+                Err(word) => Err(Error::usage(format!(
+                    "argument is not valid UTF-8: {}",
+                    word.to_string_lossy()
+                ))),
+            })
+            .collect()
+    }
+}
+
+fn usage_error(err: pico_args::Error) -> Error {
+    Error::usage(match err {
+        pico_args::Error::OptionWithoutAValue(name) => format!("option '{name}' needs a value"),
+        pico_args::Error::Utf8ArgumentParsingFailed { value, .. } => {
+            format!("argument is not valid UTF-8: {value}")
+        }
+        pico_args::Error::ArgumentParsingFailed { cause } => cause,
+        other => other.to_string(),
+    })
+}
+
+/// The options common to all applets.
+pub struct Common {
+    pub help: bool,
+    pub timeout: Option<Duration>,
+    pub log_format: Format,
+    pub quiet: bool,
+}
+
+impl Common {
+    /// Takes the common options off `args`; `default_timeout` applies when `--timeout` is absent.
+    pub fn parse(args: &mut Args, default_timeout: Option<Duration>) -> Result<Common, Error> {
+        let help = args.flag(["-h", "--help"]);
+        let timeout = match args.value("--timeout", parse_duration)? {
+            Some(Duration::ZERO) => None,
+            Some(limit) => Some(limit),
+            None => default_timeout,
+        };
+        let log_format = match args.value("--log-format", Format::parse)? {
+            Some(format) => format,
+            None => match std::env::var("INITBOX_LOG_FORMAT") {
+                Ok(name) => Format::parse(&name)
+                    .map_err(|e| Error::usage(format!("INITBOX_LOG_FORMAT: {e}")))?,
+                Err(_) => Format::Text,
+            },
+        };
+        let quiet = args.flag(["-q", "--quiet"]);
+        Ok(Common {
+            help,
+            timeout,
+            log_format,
+            quiet,
+        })
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1m30s`, `1.5s`, as Kubernetes users write durations (Go's
+/// `time.ParseDuration` units from `ms` up). A bare number is seconds, as for GNU `timeout`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration '{text}' (use e.g. 500ms, 30s, 5m, 1h, 1m30s)");
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_seconds = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(invalid()),
+        };
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        total = total
+            .checked_add(Duration::try_from_secs_f64(value * unit_seconds).map_err(|_| invalid())?)
+            .ok_or_else(invalid)?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way `parse_duration` reads it, for messages: `1m30s`, `250ms`, `2.5s`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let seconds = duration.as_secs();
+    if seconds < 60 {
+        let tenths = (millis % 1000) / 100;
+        return if tenths == 0 {
+            format!("{seconds}s")
+        } else {
+            format!("{seconds}.{tenths}s")
+        };
+    }
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    if seconds > 0 {
+        out.push_str(&format!("{seconds}s"));
+    }
+    out
+}
+
+/// Parses a byte size: `1048576`, `512K`, `100M`, `2G`, with or without a trailing `B`/`iB`.
+/// Units are powers of 1024, as in Kubernetes' `Mi`/`Gi` and curl's `--max-filesize` suffixes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = || format!("invalid size '{text}' (use e.g. 65536, 512K, 100M, 2G)");
+    let digits_len = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_len);
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    let shift = match unit.trim_end_matches("iB").trim_end_matches(['B', 'i']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_kubernetes_form() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("30s"), Ok(ms(30_000)));
+        assert_eq!(parse_duration("5m"), Ok(ms(300_000)));
+        assert_eq!(parse_duration("1h"), Ok(ms(3_600_000)));
+        assert_eq!(parse_duration("1m30s"), Ok(ms(90_000)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1500)));
+        assert_eq!(parse_duration("1h2m3s4ms"), Ok(ms(3_723_004)));
+        assert_eq!(parse_duration("7"), Ok(ms(7000)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn malformed_durations_are_refused() {
+        for bad in ["", "s", "5x", "m5", "1..5s", "-1s", "5 s", "1e400h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn durations_print_as_they_are_written() {
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        for text in ["250ms", "2.5s", "1m30s", "1h", "59s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
+
+    #[test]
+    fn sizes_with_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn command_after_double_dash_is_kept_apart() {
+        let words = ["db:5432", "--any", "--", "app", "--port", "80"].map(OsString::from);
+        let mut args = Args::new(words.to_vec());
+        assert!(args.flag("--any"));
+        assert_eq!(args.command, ["app", "--port", "80"].map(OsString::from));
+        assert_eq!(args.positionals().unwrap(), ["db:5432"]);
+    }
+
+    #[test]
+    fn leftover_options_are_unknown() {
+        let args = Args::new(vec!["--bogus".into(), "x".into()]);
+        let err = args.positionals().unwrap_err();
+        assert_eq!(err.exit_code(), 64);
+        assert!(err.to_string().contains("--bogus"));
+    }
+}

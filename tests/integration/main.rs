@@ -1,0 +1,8 @@
+//! The integration tests: the real binary against real sockets, servers, files and namespaces.
+//! One test binary, one module per applet, plus the cross-cutting contracts.
+
+mod util;
+
+mod dispatch;
+mod signals;
+mod wait_tcp;

@@ -1,0 +1,375 @@
+//! Test harness: run the built binary as a user would, and the scratch harness that runs it alone
+//! in an empty root as PID 1 of fresh namespaces, as in a `FROM scratch` container.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_initbox"))
+}
+
+/// A directory removed at the end of the test.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "initbox-test-{name}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.0.join(rel)
+    }
+
+    /// File names in the directory, sorted: to assert that no temporary was left behind.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a finished command did.
+pub struct Outcome {
+    pub command: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        let mut text = String::new();
+        let _ = writeln!(text, "command: {}", self.command);
+        let _ = writeln!(text, "exit code: {:?} after {:?}", self.code, self.elapsed);
+        let _ = writeln!(text, "stdout:\n{}", self.stdout);
+        let _ = writeln!(text, "stderr:\n{}", self.stderr);
+        text
+    }
+
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Outcome {
+        assert_eq!(self.code, Some(expected), "\n{}", self.describe());
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Outcome {
+        self.code(0)
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Outcome {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.describe()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_lacks(&self, needle: &str) -> &Outcome {
+        assert!(
+            !self.stderr.contains(needle),
+            "stderr has {needle:?}\n{}",
+            self.describe()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Outcome {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.describe()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn within(&self, limit: Duration) -> &Outcome {
+        assert!(self.elapsed <= limit, "took longer than {limit:?}\n{}", self.describe());
+        self
+    }
+}
+
+/// A command under test, spawned with piped output and a safety limit so no test hangs.
+pub struct Cmd {
+    command: Command,
+    limit: Duration,
+}
+
+/// `initbox ARGS...`, run directly.
+pub fn initbox<I, S>(args: I) -> Cmd
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(bin());
+    command.args(args);
+    Cmd::from(command)
+}
+
+impl From<Command> for Cmd {
+    fn from(mut command: Command) -> Cmd {
+        command.env_remove("INITBOX_LOG_FORMAT");
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        Cmd {
+            command,
+            limit: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Cmd {
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Cmd {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.command.current_dir(dir);
+        self
+    }
+
+    pub fn stdin_file(mut self, file: fs::File) -> Cmd {
+        self.command.stdin(file);
+        self
+    }
+
+    pub fn limit(mut self, limit: Duration) -> Cmd {
+        self.limit = limit;
+        self
+    }
+
+    pub fn spawn(mut self) -> Running {
+        let command = format!("{:?}", self.command);
+        let child = self.command.spawn().unwrap();
+        Running {
+            child,
+            command,
+            started: Instant::now(),
+            limit: self.limit,
+        }
+    }
+
+    pub fn run(self) -> Outcome {
+        self.spawn().finish()
+    }
+}
+
+pub struct Running {
+    pub child: Child,
+    command: String,
+    started: Instant,
+    limit: Duration,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to the process, or, for the scratch harness, to PID 1 of its namespace.
+    pub fn signal(&self, signal: i32, target: i32) {
+        // SAFETY: kill has no memory effects; the pid belongs to a child of this test.
+        let status = unsafe { libc::kill(target, signal) };
+        assert_eq!(status, 0, "kill({target}, {signal}) failed");
+    }
+
+    /// Waits for the command (killing it past its limit, which fails the test) and collects it.
+    pub fn finish(mut self) -> Outcome {
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if self.started.elapsed() > self.limit {
+                let _ = self.child.kill();
+                let output = self.child.wait_with_output().unwrap();
+                panic!(
+                    "{} did not finish within {:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.command,
+                    self.limit,
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let elapsed = self.started.elapsed();
+        let output = self.child.wait_with_output().unwrap();
+        Outcome {
+            command: self.command,
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed,
+        }
+    }
+}
+
+/// Whether root-only tests can run. Elsewhere they skip with a reason, except under CI=true,
+/// where a skip is a failure, so CI always runs them.
+#[track_caller]
+pub fn have_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root (namespaces, chroot) and CI must run it"
+    );
+    eprintln!("SKIP {test}: needs root for namespaces and chroot");
+    false
+}
+
+/// Fails with a clear reason when a tool a test needs is missing; `.ci/run` installs them all.
+#[track_caller]
+pub fn require_tool(tool: &str) -> PathBuf {
+    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let path = Path::new(dir).join(tool);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{tool} is not installed: run .ci/run, which installs the test dependencies");
+}
+
+/// A free TCP port on loopback (bound and released; the test binds it again).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An empty root holding only the static binary (at `/initbox`) and the files a test adds, run
+/// in new pid and mount namespaces (initbox is PID 1) and optionally a new network namespace.
+pub struct Scratch {
+    pub root: TempDir,
+    new_net: bool,
+    loopback_up: bool,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let binary = fs::read(bin()).unwrap();
+        assert!(
+            !binary[..binary.len().min(4096)]
+                .windows(12)
+                .any(|w| w == b"/lib64/ld-li"),
+            "the test binary is dynamically linked; run the tests as README says \
+             (cargo test --target x86_64-unknown-linux-gnu) so it is static"
+        );
+        let root = TempDir::new("scratch");
+        let path = root.join("initbox");
+        fs::write(&path, binary).unwrap();
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Scratch {
+            root,
+            new_net: false,
+            loopback_up: false,
+        }
+    }
+
+    /// Adds a file to the root, e.g. `etc/hosts`.
+    pub fn file(self, rel: &str, content: &str) -> Scratch {
+        let path = self.root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+        self
+    }
+
+    /// Runs in a fresh network namespace (no route anywhere); `loopback_up` brings `lo` up in it.
+    pub fn isolated_network(mut self, loopback_up: bool) -> Scratch {
+        self.new_net = true;
+        self.loopback_up = loopback_up;
+        self
+    }
+
+    /// `initbox ARGS...` as PID 1 inside the scratch root.
+    pub fn initbox<I, S>(&self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(require_tool("unshare"));
+        command.args(["--pid", "--mount", "--fork", "--kill-child"]);
+        if self.new_net {
+            command.arg("--net");
+        }
+        command.arg("--");
+        if self.loopback_up {
+            // `ip` runs before the chroot and execs it, so initbox is still PID 1.
+            command.args(["sh", "-c", "ip link set lo up && exec chroot \"$0\" /initbox \"$@\""]);
+            command.arg(self.root.path());
+        } else {
+            command.arg(require_tool("chroot")).arg(self.root.path()).arg("/initbox");
+        }
+        command.args(args);
+        command.env_clear();
+        Cmd::from(command)
+    }
+}
+
+/// The pid (in this namespace) of PID 1 of a scratch run: the child of `unshare`. Waits for it.
+pub fn scratch_pid1(running: &Running) -> i32 {
+    let unshare = running.pid();
+    let started = Instant::now();
+    loop {
+        let children = fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            let pid: i32 = pid.parse().unwrap();
+            // Past the exec into initbox (unshare forks, then sh/chroot exec initbox).
+            let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            if exe.file_name() == Some(OsStr::new("initbox")) {
+                return pid;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "scratch PID 1 never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits until stderr of a process would show progress: polls a condition with a limit.
+#[track_caller]
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
