@@ -62,9 +62,9 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Opens a fresh temporary beside `destination`, readable by its owner only until committed.
     pub fn create(destination: &Path) -> Result<AtomicFile, Error> {
-        let name = destination
-            .file_name()
-            .ok_or_else(|| Error::usage(format!("'{}' is not a file path", destination.display())))?;
+        let name = destination.file_name().ok_or_else(|| {
+            Error::usage(format!("'{}' is not a file path", destination.display()))
+        })?;
         let directory = match destination.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
@@ -82,7 +82,12 @@ impl AtomicFile {
                 .mode(0o600)
                 .open(path)
         })
-        .map_err(|e| Error::io(format!("cannot create a file in {}", directory.display()), &e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("cannot create a file in {}", directory.display()),
+                &e,
+            )
+        })?;
         Ok(AtomicFile {
             file,
             guard,

@@ -53,7 +53,10 @@ impl Args {
     }
 
     /// Every occurrence of a repeatable option.
-    pub fn values(&mut self, names: impl Into<pico_args::Keys> + Copy) -> Result<Vec<String>, Error> {
+    pub fn values(
+        &mut self,
+        names: impl Into<pico_args::Keys> + Copy,
+    ) -> Result<Vec<String>, Error> {
         self.options.values_from_str(names).map_err(usage_error)
     }
 
@@ -79,10 +82,8 @@ impl Args {
 fn usage_error(err: pico_args::Error) -> Error {
     Error::usage(match err {
         pico_args::Error::OptionWithoutAValue(name) => format!("option '{name}' needs a value"),
-        pico_args::Error::Utf8ArgumentParsingFailed { value, .. } => {
-            format!("argument is not valid UTF-8: {value}")
-        }
-        pico_args::Error::ArgumentParsingFailed { cause } => cause,
+        pico_args::Error::Utf8ArgumentParsingFailed { cause, .. }
+        | pico_args::Error::ArgumentParsingFailed { cause } => cause,
         other => other.to_string(),
     })
 }

@@ -41,22 +41,29 @@ impl Level {
     }
 }
 
-struct Logger {
-    applet: &'static str,
+struct Style {
     format: Format,
     quiet: bool,
 }
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
+static APPLET: OnceLock<&'static str> = OnceLock::new();
+static STYLE: OnceLock<Style> = OnceLock::new();
 
-/// Sets the applet name and format once, before the applet runs. Lines logged before that (usage
-/// errors in the dispatcher) are plain text without an applet name.
-pub fn init(applet: &'static str, format: Format, quiet: bool) {
-    let _ = LOGGER.set(Logger {
-        applet,
-        format,
-        quiet,
-    });
+/// Names the applet in every line from now on; set as soon as dispatch knows it.
+pub fn set_applet(applet: &'static str) {
+    let _ = APPLET.set(applet);
+}
+
+/// Sets the format once the options are parsed. Lines before that (usage errors) are text.
+pub fn init(format: Format, quiet: bool) {
+    let _ = STYLE.set(Style { format, quiet });
+}
+
+fn prefix() -> String {
+    match APPLET.get() {
+        Some(applet) => format!("initbox {applet}"),
+        None => "initbox".into(),
+    }
 }
 
 pub fn info(message: &str, fields: &[(&str, Value)]) {
@@ -72,16 +79,15 @@ pub fn error(message: &str, fields: &[(&str, Value)]) {
 }
 
 pub fn log(level: Level, message: &str, fields: &[(&str, Value)]) {
-    let logger = LOGGER.get();
-    if level != Level::Error && logger.is_some_and(|l| l.quiet) {
+    let style = STYLE.get();
+    if level != Level::Error && style.is_some_and(|s| s.quiet) {
         return;
     }
-    let line = match logger {
-        Some(logger) if logger.format == Format::Json => {
-            json_line(logger.applet, level, message, fields)
+    let line = match style {
+        Some(style) if style.format == Format::Json => {
+            json_line(APPLET.get().copied().unwrap_or(""), level, message, fields)
         }
-        Some(logger) => format!("initbox {}: {message}", logger.applet),
-        None => format!("initbox: {message}"),
+        _ => text_line(message),
     };
     // A closed stderr must not turn into a second failure.
     let _ = writeln!(std::io::stderr().lock(), "{line}");
@@ -89,10 +95,7 @@ pub fn log(level: Level, message: &str, fields: &[(&str, Value)]) {
 
 /// The line as `main` prints it for a final error, also written to the termination log.
 pub fn text_line(message: &str) -> String {
-    match LOGGER.get() {
-        Some(logger) => format!("initbox {}: {message}", logger.applet),
-        None => format!("initbox: {message}"),
-    }
+    format!("{}: {message}", prefix())
 }
 
 fn json_line(applet: &str, level: Level, message: &str, fields: &[(&str, Value)]) -> String {

@@ -6,23 +6,15 @@
 //! argument. This file only dispatches; each applet lives in `applets/`, and the table in
 //! `applets/mod.rs` lists them.
 
-mod applets;
-mod atomic;
-mod cli;
-mod error;
-mod log;
-mod net;
-mod retry;
-mod supervisor;
-
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use applets::{Applet, APPLETS};
-use cli::{Args, Common};
-use error::Error;
-use supervisor::{Deadline, Supervisor};
+use initbox::applets::{self, Applet, APPLETS};
+use initbox::cli::{self, Args, Common};
+use initbox::error::{self, Error};
+use initbox::log;
+use initbox::supervisor::{Deadline, Supervisor};
 
 /// Kubernetes' default terminationMessagePath; the kubelet shows its content as the reason.
 const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -82,13 +74,14 @@ fn main() -> ExitCode {
 }
 
 fn run(applet: &'static Applet, words: Vec<OsString>, supervisor: Supervisor) -> Result<(), Error> {
+    log::set_applet(applet.name);
     let mut args = Args::new(words);
     let common = Common::parse(&mut args, applet.default_timeout)?;
     if common.help {
         print!("{}", applet_help(applet));
         return Ok(());
     }
-    log::init(applet.name, common.log_format, common.quiet);
+    log::init(common.log_format, common.quiet);
     let job = (applet.parse)(args)?;
     supervisor.run(Deadline::after(common.timeout), job)
 }
@@ -171,8 +164,7 @@ fn install(words: &[OsString]) -> Result<(), Error> {
         if std::fs::read_link(&link).is_ok_and(|target| target == binary) {
             continue;
         }
-        std::os::unix::fs::symlink(&binary, &link)
-            .map_err(|e| Error::io(link.display(), &e))?;
+        std::os::unix::fs::symlink(&binary, &link).map_err(|e| Error::io(link.display(), &e))?;
     }
     Ok(())
 }

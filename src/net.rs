@@ -33,7 +33,11 @@ impl std::fmt::Display for ResolveError {
 }
 
 /// The addresses of `host` (a name or an IP literal) for `port`, within `deadline`.
-pub fn resolve(host: &str, port: u16, deadline: &Deadline) -> Result<Vec<SocketAddr>, ResolveError> {
+pub fn resolve(
+    host: &str,
+    port: u16,
+    deadline: &Deadline,
+) -> Result<Vec<SocketAddr>, ResolveError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -47,7 +51,9 @@ pub fn resolve(host: &str, port: u16, deadline: &Deadline) -> Result<Vec<SocketA
         .map_err(|e| ResolveError::Temporary(format!("cannot start a resolver thread: {e}")))?;
     let answer = match deadline.remaining() {
         None => receiver.recv().map_err(|_| ResolveError::TimedOut),
-        Some(left) => receiver.recv_timeout(left).map_err(|_| ResolveError::TimedOut),
+        Some(left) => receiver
+            .recv_timeout(left)
+            .map_err(|_| ResolveError::TimedOut),
     };
     answer?
 }
@@ -81,7 +87,9 @@ fn getaddrinfo(host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
     // SAFETY: `list` came from a successful getaddrinfo and is freed exactly once.
     unsafe { libc::freeaddrinfo(list) };
     if addresses.is_empty() {
-        return Err(ResolveError::NotFound(format!("{host}: no IPv4 or IPv6 address")));
+        return Err(ResolveError::NotFound(format!(
+            "{host}: no IPv4 or IPv6 address"
+        )));
     }
     Ok(addresses)
 }
@@ -101,7 +109,12 @@ fn socket_addr(entry: &libc::addrinfo, port: u16) -> Option<SocketAddr> {
             // SAFETY: for AF_INET6 entries ai_addr points to a sockaddr_in6.
             let raw = unsafe { &*entry.ai_addr.cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(raw.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, raw.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                port,
+                0,
+                raw.sin6_scope_id,
+            )))
         }
         _ => None,
     }
@@ -142,11 +155,16 @@ mod tests {
     #[test]
     fn localhost_resolves_through_getaddrinfo() {
         let addresses = getaddrinfo("localhost", 5432).unwrap();
-        assert!(addresses.iter().all(|a| a.ip().is_loopback() && a.port() == 5432));
+        assert!(addresses
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 5432));
     }
 
     #[test]
     fn a_name_with_nul_is_not_found() {
-        assert!(matches!(getaddrinfo("a\0b", 1), Err(ResolveError::NotFound(_))));
+        assert!(matches!(
+            getaddrinfo("a\0b", 1),
+            Err(ResolveError::NotFound(_))
+        ));
     }
 }

@@ -70,7 +70,10 @@ mod tests {
         let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
         let steps = [10, 20, 40, 80, 100, 100, 100, 100];
         for (delay, step) in delays.iter().zip(steps) {
-            assert!(*delay <= ms(step) && *delay >= ms(step) * 4 / 5, "{delay:?} vs {step}");
+            assert!(
+                *delay <= ms(step) && *delay >= ms(step) * 4 / 5,
+                "{delay:?} vs {step}"
+            );
         }
     }
 

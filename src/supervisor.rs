@@ -70,7 +70,10 @@ impl Deadline {
 
     /// The error for work that did not finish in time, naming the configured timeout.
     pub fn timeout_error(&self, what: impl std::fmt::Display) -> Error {
-        let limit = self.timeout.map(crate::cli::format_duration).unwrap_or_default();
+        let limit = self
+            .timeout
+            .map(crate::cli::format_duration)
+            .unwrap_or_default();
         Error::Timeout(format!("{what}: timed out after {limit} (--timeout)"))
     }
 
@@ -138,7 +141,10 @@ impl Supervisor {
 
         let hard_end = deadline.remaining().map(|left| left + DEADLINE_GRACE);
         let event = match hard_end {
-            None => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            None => self
+                .events
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
             Some(left) => self.events.recv_timeout(left),
         };
         match event {
@@ -202,7 +208,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 fn registry() -> MutexGuard<'static, Registry> {
     // A panic aborts the process (panic = "abort"), so a poisoned lock cannot be observed in
     // release builds; in tests, carry on with the data.
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn stopped_error() -> io::Error {
@@ -291,7 +299,10 @@ mod tests {
     #[test]
     fn cap_never_exceeds_the_time_left_nor_returns_zero() {
         let unlimited = Deadline::after(None);
-        assert_eq!(unlimited.cap(Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(
+            unlimited.cap(Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
         let passed = Deadline::after(Some(Duration::ZERO));
         assert!(passed.expired());
         assert_eq!(passed.cap(Duration::from_secs(3)), Duration::from_millis(1));

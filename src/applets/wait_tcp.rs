@@ -76,7 +76,9 @@ impl Target {
                 .ok_or_else(|| invalid("missing port"))?;
             (host, port)
         } else {
-            let (host, port) = label.rsplit_once(':').ok_or_else(|| invalid("missing port"))?;
+            let (host, port) = label
+                .rsplit_once(':')
+                .ok_or_else(|| invalid("missing port"))?;
             if host.contains(':') {
                 return Err(invalid("write IPv6 addresses in brackets, as [::1]:80"));
             }
@@ -153,13 +155,8 @@ fn wait_for(targets: Vec<Target>, settings: &Settings, deadline: &Deadline) -> R
         thread::Builder::new()
             .name(format!("probe {}", target.label))
             .spawn(move || {
-                let outcome = probe_until_ready(
-                    &target,
-                    &deadline,
-                    connect_timeout,
-                    &mut backoff,
-                    &finished,
-                );
+                let outcome =
+                    probe_until_ready(&target, &deadline, connect_timeout, &mut backoff, &finished);
                 let _ = sender.send((target, outcome));
             })
             .map_err(|e| Error::Internal(format!("cannot start a probe thread: {e}")))?;
@@ -179,7 +176,10 @@ fn wait_for(targets: Vec<Target>, settings: &Settings, deadline: &Deadline) -> R
                 attempts,
             } => {
                 log::error(
-                    &format!("{}: not ready: {last_error} (attempt {attempts})", target.label),
+                    &format!(
+                        "{}: not ready: {last_error} (attempt {attempts})",
+                        target.label
+                    ),
                     &[
                         ("target", json!(target.label)),
                         ("error", json!(last_error)),
@@ -290,9 +290,7 @@ fn probe_once(
 
 fn describe_connect(err: &std::io::Error) -> String {
     match err.kind() {
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-            "connect timed out".into()
-        }
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "connect timed out".into(),
         _ => describe_io(err).to_lowercase(),
     }
 }
@@ -301,7 +299,9 @@ fn exec(program: &OsString, arguments: &[OsString]) -> Result<(), Error> {
     let err = std::process::Command::new(program).args(arguments).exec();
     let name = program.to_string_lossy();
     Err(match err.kind() {
-        std::io::ErrorKind::NotFound => Error::CommandNotFound(format!("{name}: command not found")),
+        std::io::ErrorKind::NotFound => {
+            Error::CommandNotFound(format!("{name}: command not found"))
+        }
         _ => Error::NotExecutable(format!("{name}: cannot execute: {}", describe_io(&err))),
     })
 }
@@ -313,7 +313,10 @@ mod tests {
     #[test]
     fn target_forms() {
         let t = Target::parse("db:5432").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.label.as_str()), ("db", 5432, "db:5432"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.label.as_str()),
+            ("db", 5432, "db:5432")
+        );
         let t = Target::parse("tcp://redis.default.svc:6379").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("redis.default.svc", 6379));
         assert_eq!(t.label, "redis.default.svc:6379");

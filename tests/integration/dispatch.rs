@@ -41,9 +41,13 @@ fn version_names_commit_target_and_applets() {
 #[test]
 fn install_links_every_applet_and_links_dispatch_by_name() {
     let dir = TempDir::new("install");
-    initbox(["--install".as_ref(), dir.path().as_os_str()]).run().success();
+    initbox(["--install".as_ref(), dir.path().as_os_str()])
+        .run()
+        .success();
     // Running it again keeps the links: an image build step may repeat.
-    initbox(["--install".as_ref(), dir.path().as_os_str()]).run().success();
+    initbox(["--install".as_ref(), dir.path().as_os_str()])
+        .run()
+        .success();
     assert_eq!(dir.names(), {
         let mut names: Vec<String> = APPLETS.iter().map(|a| a.to_string()).collect();
         names.sort();
@@ -86,7 +90,10 @@ fn install_refuses_a_file_in_the_way() {
         .run()
         .code(74)
         .stderr_has("wait-tcp");
-    assert_eq!(std::fs::read_to_string(dir.join("wait-tcp")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("wait-tcp")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -96,10 +103,19 @@ fn usage_errors_exit_64_with_one_line_naming_the_argument() {
         (&["wait-tcp", "--bogus", "db:1"], "unknown option '--bogus'"),
         (&["wait-tcp"], "no TARGET given"),
         (&["wait-tcp", "db"], "invalid target 'db'"),
-        (&["wait-tcp", "db:1", "--timeout"], "option '--timeout' needs a value"),
-        (&["wait-tcp", "db:1", "--timeout", "soon"], "invalid duration 'soon'"),
+        (
+            &["wait-tcp", "db:1", "--timeout"],
+            "option '--timeout' needs a value",
+        ),
+        (
+            &["wait-tcp", "db:1", "--timeout", "soon"],
+            "invalid duration 'soon'",
+        ),
         (&["wait-tcp", "db:1", "--interval", "0"], "--interval"),
-        (&["wait-tcp", "db:1", "--log-format", "xml"], "unknown log format 'xml'"),
+        (
+            &["wait-tcp", "db:1", "--log-format", "xml"],
+            "unknown log format 'xml'",
+        ),
         (&["--install"], "--install takes exactly one DIR"),
     ];
     for (args, needle) in cases {
@@ -111,7 +127,15 @@ fn usage_errors_exit_64_with_one_line_naming_the_argument() {
 
 #[test]
 fn json_log_format_prints_one_object_per_line() {
-    let out = initbox(["wait-tcp", "127.0.0.1:1", "--timeout", "200ms", "--log-format", "json"]).run();
+    let out = initbox([
+        "wait-tcp",
+        "127.0.0.1:1",
+        "--timeout",
+        "200ms",
+        "--log-format",
+        "json",
+    ])
+    .run();
     out.code(124);
     for line in out.stderr.lines() {
         let value: serde_json::Value = serde_json::from_str(line).expect(line);
@@ -132,5 +156,11 @@ fn json_log_format_prints_one_object_per_line() {
 fn quiet_keeps_only_errors() {
     let out = initbox(["wait-tcp", "127.0.0.1:1", "--timeout", "200ms", "-q"]).run();
     out.code(124);
-    assert!(out.stderr.lines().all(|l| l.contains("not ready") || l.contains("timed out")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .lines()
+            .all(|l| l.contains("not ready") || l.contains("timed out")),
+        "{}",
+        out.stderr
+    );
 }

@@ -4,5 +4,3 @@
 mod util;
 
 mod dispatch;
-mod signals;
-mod wait_tcp;

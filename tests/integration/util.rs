@@ -118,7 +118,11 @@ impl Outcome {
 
     #[track_caller]
     pub fn within(&self, limit: Duration) -> &Outcome {
-        assert!(self.elapsed <= limit, "took longer than {limit:?}\n{}", self.describe());
+        assert!(
+            self.elapsed <= limit,
+            "took longer than {limit:?}\n{}",
+            self.describe()
+        );
         self
     }
 }
@@ -143,7 +147,10 @@ where
 impl From<Command> for Cmd {
     fn from(mut command: Command) -> Cmd {
         command.env_remove("INITBOX_LOG_FORMAT");
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         Cmd {
             command,
             limit: Duration::from_secs(60),
@@ -257,7 +264,14 @@ pub fn have_root(test: &str) -> bool {
 /// Fails with a clear reason when a tool a test needs is missing; `.ci/run` installs them all.
 #[track_caller]
 pub fn require_tool(tool: &str) -> PathBuf {
-    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+    for dir in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
         let path = Path::new(dir).join(tool);
         if path.exists() {
             return path;
@@ -333,10 +347,17 @@ impl Scratch {
         command.arg("--");
         if self.loopback_up {
             // `ip` runs before the chroot and execs it, so initbox is still PID 1.
-            command.args(["sh", "-c", "ip link set lo up && exec chroot \"$0\" /initbox \"$@\""]);
+            command.args([
+                "sh",
+                "-c",
+                "ip link set lo up && exec chroot \"$0\" /initbox \"$@\"",
+            ]);
             command.arg(self.root.path());
         } else {
-            command.arg(require_tool("chroot")).arg(self.root.path()).arg("/initbox");
+            command
+                .arg(require_tool("chroot"))
+                .arg(self.root.path())
+                .arg("/initbox");
         }
         command.args(args);
         command.env_clear();
@@ -359,7 +380,10 @@ pub fn scratch_pid1(running: &Running) -> i32 {
                 return pid;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "scratch PID 1 never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "scratch PID 1 never started"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
