@@ -279,6 +279,10 @@ fn probe_once(
                 drop(stream);
                 return Ok(address);
             }
+            // A name's addresses are worth naming; an IP target would only repeat itself.
+            Err(e) if target.host.parse::<std::net::IpAddr>().is_ok() => {
+                failures.push(describe_connect(&e));
+            }
             Err(e) => failures.push(format!("{address} {}", describe_connect(&e))),
         }
         if deadline.expired() {

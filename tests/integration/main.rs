@@ -4,3 +4,5 @@
 mod util;
 
 mod dispatch;
+mod signals;
+mod wait_tcp;
