@@ -4,5 +4,6 @@
 mod util;
 
 mod dispatch;
+mod docker;
 mod signals;
 mod wait_tcp;

@@ -1,0 +1,218 @@
+//! End-to-end with a real Docker engine: the `prebuilt` image of Dockerfile.scratch holding the
+//! static binary under test. Skipped, with the reason printed, only where `docker info` fails.
+//! Every image, container and network made here carries the test's unique name and is removed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::{bin, TempDir};
+
+/// Runs docker, returning (success, stdout, stderr).
+fn docker(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    )
+}
+
+#[track_caller]
+fn docker_ok(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = docker(args);
+    assert!(ok, "docker {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+fn docker_available(test: &str) -> bool {
+    let (ok, _, stderr) = docker(&["info", "--format", "{{.ServerVersion}}"]);
+    if !ok {
+        eprintln!("SKIP {test}: no Docker engine here (docker info: {stderr})");
+    }
+    ok
+}
+
+/// Names the objects of one test and removes them when dropped.
+struct Lab {
+    prefix: String,
+    images: Vec<String>,
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Lab {
+    fn new(test: &str) -> Lab {
+        Lab {
+            prefix: format!("initbox-test-{test}-{}", std::process::id()),
+            images: Vec::new(),
+            containers: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.prefix)
+    }
+
+    /// The `prebuilt` target of Dockerfile.scratch with the binary under test.
+    fn initbox_image(&mut self) -> String {
+        let context = TempDir::new("docker-context");
+        std::fs::copy(bin(), context.join("initbox")).unwrap();
+        let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile.scratch");
+        std::fs::copy(dockerfile, context.join("Dockerfile")).unwrap();
+        let tag = self.name("initbox");
+        let dir = context.path().to_str().unwrap();
+        docker_ok(&[
+            "build",
+            "-q",
+            "--target",
+            "prebuilt",
+            "--build-arg",
+            "BINARY=initbox",
+            "-t",
+            &tag,
+            dir,
+        ]);
+        self.images.push(tag.clone());
+        tag
+    }
+
+    /// A scratch image holding Debian's static busybox, listening like a database on 5432.
+    fn listener_image(&mut self) -> String {
+        let context = TempDir::new("docker-busybox");
+        let busybox = crate::util::require_tool("busybox");
+        std::fs::copy(busybox, context.join("busybox")).unwrap();
+        std::fs::write(
+            context.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /busybox\nENTRYPOINT [\"/busybox\", \"nc\", \"-l\", \"-p\", \"5432\"]\n",
+        )
+        .unwrap();
+        let tag = self.name("db");
+        docker_ok(&["build", "-q", "-t", &tag, context.path().to_str().unwrap()]);
+        self.images.push(tag.clone());
+        tag
+    }
+
+    fn network(&mut self) -> String {
+        let name = self.name("net");
+        docker_ok(&["network", "create", &name]);
+        self.networks.push(name.clone());
+        name
+    }
+
+    fn container(&mut self, what: &str) -> String {
+        let name = self.name(what);
+        self.containers.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for container in &self.containers {
+            let _ = docker(&["rm", "-f", container]);
+        }
+        for network in &self.networks {
+            let _ = docker(&["network", "rm", network]);
+        }
+        for image in &self.images {
+            let _ = docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+#[test]
+fn image_runs_version_and_is_the_binary() {
+    if !docker_available("image_runs_version_and_is_the_binary") {
+        return;
+    }
+    let mut lab = Lab::new("version");
+    let image = lab.initbox_image();
+    let out = docker_ok(&["run", "--rm", &image, "--version"]);
+    assert!(out.contains("applets: wait-tcp"), "{out}");
+    let size: u64 = docker_ok(&["image", "inspect", "--format", "{{.Size}}", &image])
+        .parse()
+        .unwrap();
+    let binary = std::fs::metadata(bin()).unwrap().len();
+    // The image is the binary and nothing else: no shell, no CA bundle.
+    assert!(
+        size <= binary + 4096,
+        "image {size} bytes, binary {binary} bytes"
+    );
+    let user = docker_ok(&["image", "inspect", "--format", "{{.Config.User}}", &image]);
+    assert_eq!(user, "65532:65532");
+}
+
+#[test]
+fn wait_tcp_finds_a_late_database_through_docker_dns() {
+    if !docker_available("wait_tcp_finds_a_late_database_through_docker_dns") {
+        return;
+    }
+    let mut lab = Lab::new("dns");
+    let image = lab.initbox_image();
+    let db_image = lab.listener_image();
+    let network = lab.network();
+    let waiter = lab.container("waiter");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &waiter,
+        "--network",
+        &network,
+        &image,
+        "wait-tcp",
+        "db:5432",
+        "--timeout",
+        "60s",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let db = lab.container("db");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &db,
+        "--network-alias",
+        "db",
+        "--network",
+        &network,
+        &db_image,
+    ]);
+    let code = docker_ok(&["wait", &waiter]);
+    let logs = docker(&["logs", &waiter]).2;
+    assert_eq!(code, "0", "{logs}");
+    assert!(logs.contains("db:5432 ready after"), "{logs}");
+}
+
+#[test]
+fn docker_stop_is_obeyed_at_once_with_143() {
+    if !docker_available("docker_stop_is_obeyed_at_once_with_143") {
+        return;
+    }
+    let mut lab = Lab::new("stop");
+    let image = lab.initbox_image();
+    let waiter = lab.container("waiter");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &waiter,
+        &image,
+        "wait-tcp",
+        "127.0.0.1:1",
+        "--timeout",
+        "1h",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    docker_ok(&["stop", "--time", "10", &waiter]);
+    let stopped_after = started.elapsed();
+    let code = docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", &waiter]);
+    assert_eq!(code, "143");
+    // Far from the 10 s after which docker would have used SIGKILL.
+    assert!(stopped_after < Duration::from_secs(3), "{stopped_after:?}");
+}
