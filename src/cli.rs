@@ -11,6 +11,7 @@ use crate::log::Format;
 pub const COMMON_OPTIONS: &str = "\
 COMMON OPTIONS
     --timeout DURATION   overall deadline, e.g. 500ms, 30s, 5m, 1h, 1m30s; 0 = none
+    --check-args         only check the arguments (exit 0 or 64), do nothing
     --log-format FORMAT  text (default) or json; also INITBOX_LOG_FORMAT
     -q, --quiet          only print errors
     -h, --help           this help";
@@ -91,6 +92,8 @@ fn usage_error(err: pico_args::Error) -> Error {
 /// The options common to all applets.
 pub struct Common {
     pub help: bool,
+    /// Parse and validate only: lets manifests be checked against this binary's parser.
+    pub check_args: bool,
     pub timeout: Option<Duration>,
     pub log_format: Format,
     pub quiet: bool,
@@ -100,6 +103,7 @@ impl Common {
     /// Takes the common options off `args`; `default_timeout` applies when `--timeout` is absent.
     pub fn parse(args: &mut Args, default_timeout: Option<Duration>) -> Result<Common, Error> {
         let help = args.flag(["-h", "--help"]);
+        let check_args = args.flag("--check-args");
         let timeout = match args.value("--timeout", parse_duration)? {
             Some(Duration::ZERO) => None,
             Some(limit) => Some(limit),
@@ -116,6 +120,7 @@ impl Common {
         let quiet = args.flag(["-q", "--quiet"]);
         Ok(Common {
             help,
+            check_args,
             timeout,
             log_format,
             quiet,

@@ -83,6 +83,9 @@ fn run(applet: &'static Applet, words: Vec<OsString>, supervisor: Supervisor) ->
     }
     log::init(common.log_format, common.quiet);
     let job = (applet.parse)(args)?;
+    if common.check_args {
+        return Ok(());
+    }
     supervisor.run(Deadline::after(common.timeout), job)
 }
 

@@ -164,3 +164,13 @@ fn quiet_keeps_only_errors() {
         out.stderr
     );
 }
+
+#[test]
+fn check_args_validates_without_doing_anything() {
+    // Port 1 on loopback is closed: a real run would wait and time out.
+    initbox(["wait-tcp", "127.0.0.1:1", "--timeout", "1h", "--check-args"])
+        .run()
+        .success()
+        .within(std::time::Duration::from_secs(5));
+    initbox(["wait-tcp", "127.0.0.1", "--check-args"]).run().code(64);
+}
