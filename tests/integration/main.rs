@@ -7,3 +7,4 @@ mod dispatch;
 mod docker;
 mod signals;
 mod wait_tcp;
+mod examples;
