@@ -131,6 +131,20 @@ impl Common {
 /// Parses `500ms`, `30s`, `5m`, `1h`, `1m30s`, `1.5s`, as Kubernetes users write durations (Go's
 /// `time.ParseDuration` units from `ms` up). A bare number is seconds, as for GNU `timeout`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_unbounded(text)?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "duration '{text}' is longer than {}h (use 0 for no limit)",
+            MAX_DURATION.as_secs() / 3600
+        ));
+    }
+    Ok(duration)
+}
+
+/// Ten years: longer is a typo, and an `Instant` that far ahead could overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration '{text}' (use e.g. 500ms, 30s, 5m, 1h, 1m30s)");
     if text.is_empty() {
         return Err(invalid());
@@ -237,6 +251,15 @@ mod tests {
         for bad in ["", "s", "5x", "m5", "1..5s", "-1s", "5 s", "1e400h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    /// Found by the `durations` fuzz target: a huge `--timeout` overflowed the deadline's Instant.
+    #[test]
+    fn absurdly_long_durations_are_refused() {
+        assert!(parse_duration("87600h").is_ok());
+        let err = parse_duration("9301855301855571162").unwrap_err();
+        assert!(err.contains("longer than 87600h"), "{err}");
+        assert!(parse_duration("100000h").is_err());
     }
 
     #[test]
