@@ -7,6 +7,8 @@ use crate::cli::Args;
 use crate::error::Error;
 use crate::supervisor::Job;
 
+#[cfg(feature = "sysctl")]
+pub mod sysctl;
 #[cfg(feature = "wait-tcp")]
 pub mod wait_tcp;
 
@@ -30,6 +32,14 @@ pub const APPLETS: &[Applet] = &[
         usage: wait_tcp::USAGE,
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
+    },
+    #[cfg(feature = "sysctl")]
+    Applet {
+        name: "sysctl",
+        summary: "set and read kernel parameters in /proc/sys, as procps sysctl",
+        usage: sysctl::USAGE,
+        default_timeout: None,
+        parse: sysctl::parse,
     },
 ];
 
