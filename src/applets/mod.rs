@@ -7,6 +7,8 @@ use crate::cli::Args;
 use crate::error::Error;
 use crate::supervisor::Job;
 
+#[cfg(feature = "render-template")]
+pub mod render_template;
 #[cfg(feature = "sysctl")]
 pub mod sysctl;
 #[cfg(feature = "wait-tcp")]
@@ -32,6 +34,14 @@ pub const APPLETS: &[Applet] = &[
         usage: wait_tcp::USAGE,
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
+    },
+    #[cfg(feature = "render-template")]
+    Applet {
+        name: "render-template",
+        summary: "render ${VAR} templates from the environment or JSON values, atomically",
+        usage: render_template::USAGE,
+        default_timeout: None,
+        parse: render_template::parse,
     },
     #[cfg(feature = "sysctl")]
     Applet {

@@ -4,4 +4,5 @@
 mod util;
 
 mod dispatch;
+mod render_template;
 mod sysctl;
