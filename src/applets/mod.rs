@@ -7,6 +7,8 @@ use crate::cli::Args;
 use crate::error::Error;
 use crate::supervisor::Job;
 
+#[cfg(feature = "chmod-tree")]
+pub mod chmod_tree;
 #[cfg(feature = "render-template")]
 pub mod render_template;
 #[cfg(feature = "sysctl")]
@@ -42,6 +44,14 @@ pub const APPLETS: &[Applet] = &[
         usage: render_template::USAGE,
         default_timeout: None,
         parse: render_template::parse,
+    },
+    #[cfg(feature = "chmod-tree")]
+    Applet {
+        name: "chmod-tree",
+        summary: "set mode and owner over directory trees, never following symlinks",
+        usage: chmod_tree::USAGE,
+        default_timeout: None,
+        parse: chmod_tree::parse,
     },
     #[cfg(feature = "sysctl")]
     Applet {

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod chmod_tree;
 mod dispatch;
 mod render_template;
 mod sysctl;
