@@ -225,8 +225,14 @@ fn apply(setting: &Setting) -> Result<String, Error> {
             .write(true)
             .open(&path)
             .and_then(|mut file| file.write_all(value.as_bytes()));
-        if let Err(e) = written {
-            return Err(classify(&label, &path, "cannot write", &e));
+        match written {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(Error::Data(format!(
+                    "{label}: the kernel refused the value '{value}' (out of range or malformed?)"
+                )))
+            }
+            Err(e) => return Err(classify(&label, &path, "cannot write", &e)),
+            Ok(()) => {}
         }
     }
     let text = fs::read_to_string(&path).map_err(|e| classify(&label, &path, "cannot read", &e))?;
@@ -245,10 +251,6 @@ fn classify(label: &str, path: &std::path::Path, doing: &str, err: &io::Error) -
         )),
         _ if err.raw_os_error() == Some(libc::EROFS) => Error::Permission(format!(
             "{label}: {doing} {path}: /proc/sys is read-only here: {PERMISSION_HINT}"
-        )),
-        _ if err.raw_os_error() == Some(libc::EINVAL) => Error::Data(format!(
-            "{label}: the kernel refused the value: {}",
-            describe_io(err)
         )),
         _ => Error::Io(format!("{label}: {doing} {path}: {}", describe_io(err))),
     }

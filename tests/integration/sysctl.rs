@@ -118,6 +118,17 @@ fn unknown_keys_exit_66_and_other_settings_still_apply() {
 }
 
 #[test]
+fn values_the_kernel_refuses_exit_65() {
+    if !have_root("values_the_kernel_refuses_exit_65") {
+        return;
+    }
+    in_new_netns("\"$0\" sysctl net.core.somaxconn=lots")
+        .run()
+        .code(65)
+        .stderr_has("net.core.somaxconn: the kernel refused the value 'lots'");
+}
+
+#[test]
 fn keys_outside_proc_sys_are_usage_errors() {
     for key in [
         "net/../../etc/passwd=x",

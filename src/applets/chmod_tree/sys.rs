@@ -122,9 +122,6 @@ pub struct Dir {
     stream: std::ptr::NonNull<libc::DIR>,
 }
 
-// SAFETY: the stream is used by one thread at a time (it moves with the walk, never shared).
-unsafe impl Send for Dir {}
-
 impl Dir {
     /// Takes ownership of `fd` (closed with the stream).
     pub fn new(fd: OwnedFd) -> io::Result<Dir> {
