@@ -713,6 +713,20 @@ mod tests {
     }
 
     #[test]
+    fn references_longer_than_the_bound_are_errors_not_memory() {
+        let long = format!("a\n${{UNSET:-{}}} $NAME", "x".repeat(MAX_REFERENCE + CHUNK));
+        let (output, found) = render_bytes(long.as_bytes(), &mut values(), &Options::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].position, Position { line: 2, column: 1 });
+        assert!(found[0].message.contains("not closed within 64 KiB"));
+        // The scan goes on after the error.
+        assert!(output.ends_with(b"} world"));
+        // Within the bound, a long default is fine.
+        let fits = format!("${{UNSET:-{}}}", "y".repeat(MAX_REFERENCE - 20));
+        assert_eq!(ok(&fits).len(), MAX_REFERENCE - 20);
+    }
+
+    #[test]
     fn errors_are_capped() {
         let found = errors(&"$UNSET ".repeat(1000));
         assert_eq!(found.len(), MAX_ERRORS + 1);
