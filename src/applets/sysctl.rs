@@ -235,8 +235,14 @@ fn apply(setting: &Setting) -> Result<String, Error> {
             Ok(()) => {}
         }
     }
-    let text = fs::read_to_string(&path).map_err(|e| classify(&label, &path, "cannot read", &e))?;
-    Ok(normalise(&text))
+    match (fs::read_to_string(&path), &setting.value) {
+        (Ok(text), _) => Ok(normalise(&text)),
+        // Write-only keys (vm.drop_caches, mode 0200) cannot be read back.
+        (Err(e), Some(value)) if e.kind() == io::ErrorKind::PermissionDenied => {
+            Ok(normalise(value))
+        }
+        (Err(e), _) => Err(classify(&label, &path, "cannot read", &e)),
+    }
 }
 
 fn classify(label: &str, path: &std::path::Path, doing: &str, err: &io::Error) -> Error {

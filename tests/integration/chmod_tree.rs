@@ -289,6 +289,19 @@ fn dry_run_lists_changes_and_changes_nothing() {
         .stderr_has("would change 2;");
     assert_eq!(out.stdout.lines().count(), 2);
     assert_eq!(mode(dir.join("t/sub")), 0o755);
+    let missing = dir.join("new/data");
+    initbox([
+        "chmod-tree".as_ref(),
+        "--dry-run".as_ref(),
+        "--mkdir".as_ref(),
+        "--mode".as_ref(),
+        "0700".as_ref(),
+        missing.as_os_str(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&format!("create {}", missing.display()));
+    assert!(!dir.join("new").exists());
 }
 
 #[test]

@@ -118,6 +118,17 @@ fn unknown_keys_exit_66_and_other_settings_still_apply() {
 }
 
 #[test]
+fn write_only_keys_report_the_value_written() {
+    if !have_root("write_only_keys_report_the_value_written") {
+        return;
+    }
+    // Mode 0200: even root cannot read it back.
+    let out = in_new_netns("\"$0\" sysctl net.ipv4.route.flush=1").run();
+    out.success();
+    assert_eq!(out.stdout, "net.ipv4.route.flush = 1\n");
+}
+
+#[test]
 fn values_the_kernel_refuses_exit_65() {
     if !have_root("values_the_kernel_refuses_exit_65") {
         return;

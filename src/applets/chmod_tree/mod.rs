@@ -271,7 +271,11 @@ impl Walk<'_> {
 
     /// One PATH from the command line.
     fn top(&mut self, path: &Path) -> Result<(), Error> {
-        if self.plan.mkdir && !self.plan.dry_run && fs::symlink_metadata(path).is_err() {
+        if self.plan.mkdir && fs::symlink_metadata(path).is_err() {
+            if self.plan.dry_run {
+                let _ = writeln!(io::stdout().lock(), "create {}", path.display());
+                return Ok(());
+            }
             if let Err(e) = fs::create_dir_all(path) {
                 self.fail(path, "create it (--mkdir)", &e);
                 return Ok(());
