@@ -25,7 +25,6 @@ Usage: initbox sysctl [OPTIONS] [KEY=VALUE | KEY]...
 Write KEY=VALUE settings to /proc/sys, read each back and print it as
 'key = value'. A KEY alone is only read. KEY uses dots (net.core.somaxconn) or
 slashes (net/ipv4/conf/eth0.100/forwarding, for names that contain a dot).
-A leading '-' (-net.ipv4.tcp_mtu_probing=1) means: ignore if it fails.
 
 OPTIONS
     -p, --load FILE   apply a sysctl.conf file (repeatable; default: none).
@@ -151,8 +150,9 @@ pub fn parse_conf(file: &str, text: &str) -> Result<Vec<Setting>, Vec<String>> {
 pub fn parse(mut args: Args) -> Result<Job, Error> {
     let files = args.values(LOAD)?;
     let mut settings = Vec::new();
+    // A leading '-' ("ignore if it fails") is for files only, as in procps: on the command line
+    // it reads as an option.
     for word in args.positionals()? {
-        // A lone '-' prefix is only allowed on keys, so '-x' reaches here as a setting.
         settings.push(parse_setting(&word).map_err(Error::Usage)?);
     }
     if files.is_empty() && settings.is_empty() {
