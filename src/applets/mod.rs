@@ -7,6 +7,12 @@ use crate::cli::Args;
 use crate::error::Error;
 use crate::supervisor::Job;
 
+#[cfg(feature = "chmod-tree")]
+pub mod chmod_tree;
+#[cfg(feature = "render-template")]
+pub mod render_template;
+#[cfg(feature = "sysctl")]
+pub mod sysctl;
 #[cfg(feature = "wait-tcp")]
 pub mod wait_tcp;
 
@@ -30,6 +36,30 @@ pub const APPLETS: &[Applet] = &[
         usage: wait_tcp::USAGE,
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
+    },
+    #[cfg(feature = "render-template")]
+    Applet {
+        name: "render-template",
+        summary: "render ${VAR} templates from the environment or JSON values, atomically",
+        usage: render_template::USAGE,
+        default_timeout: None,
+        parse: render_template::parse,
+    },
+    #[cfg(feature = "chmod-tree")]
+    Applet {
+        name: "chmod-tree",
+        summary: "set mode and owner over directory trees, never following symlinks",
+        usage: chmod_tree::USAGE,
+        default_timeout: None,
+        parse: chmod_tree::parse,
+    },
+    #[cfg(feature = "sysctl")]
+    Applet {
+        name: "sysctl",
+        summary: "set and read kernel parameters in /proc/sys, as procps sysctl",
+        usage: sysctl::USAGE,
+        default_timeout: None,
+        parse: sysctl::parse,
     },
 ];
 

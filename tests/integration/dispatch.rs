@@ -3,7 +3,7 @@
 use crate::util::{initbox, TempDir};
 use std::process::Command;
 
-pub const APPLETS: &[&str] = &["wait-tcp"];
+pub const APPLETS: &[&str] = &["wait-tcp", "render-template", "chmod-tree", "sysctl"];
 
 #[test]
 fn no_arguments_and_help_list_every_applet() {
@@ -172,5 +172,7 @@ fn check_args_validates_without_doing_anything() {
         .run()
         .success()
         .within(std::time::Duration::from_secs(5));
-    initbox(["wait-tcp", "127.0.0.1", "--check-args"]).run().code(64);
+    initbox(["wait-tcp", "127.0.0.1", "--check-args"])
+        .run()
+        .code(64);
 }

@@ -20,7 +20,9 @@ fn initbox_invocations(node: &Value, found: &mut Vec<Vec<String>>) {
                 initbox_invocations(value, found);
             }
         }
-        Value::Sequence(items) => items.iter().for_each(|item| initbox_invocations(item, found)),
+        Value::Sequence(items) => items
+            .iter()
+            .for_each(|item| initbox_invocations(item, found)),
         _ => {}
     }
 }
@@ -31,7 +33,11 @@ fn strings(value: Option<&Value>) -> Vec<String> {
         .map(|items| {
             items
                 .iter()
-                .map(|item| item.as_str().expect("command and args are strings").to_string())
+                .map(|item| {
+                    item.as_str()
+                        .expect("command and args are strings")
+                        .to_string()
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -74,12 +80,24 @@ fn every_example_command_line_parses() {
             let mut checked = argv.clone();
             checked.push("--check-args".into());
             let out = initbox(&checked).run();
-            assert_eq!(out.code, Some(0), "{}: {argv:?}\n{}", path.display(), out.stderr);
+            assert_eq!(
+                out.code,
+                Some(0),
+                "{}: {argv:?}\n{}",
+                path.display(),
+                out.stderr
+            );
             applets_used.push(argv[0].clone());
         }
     }
-    assert!(files >= 6, "expected the six example manifests, found {files}");
+    assert!(
+        files >= 6,
+        "expected the six example manifests, found {files}"
+    );
     for applet in crate::dispatch::APPLETS {
-        assert!(applets_used.iter().any(|a| a == applet), "no example uses {applet}");
+        assert!(
+            applets_used.iter().any(|a| a == applet),
+            "no example uses {applet}"
+        );
     }
 }

@@ -3,8 +3,11 @@
 
 mod util;
 
+mod chmod_tree;
 mod dispatch;
 mod docker;
-mod signals;
-mod wait_tcp;
 mod examples;
+mod render_template;
+mod signals;
+mod sysctl;
+mod wait_tcp;

@@ -295,6 +295,15 @@ pub struct Scratch {
     pub root: TempDir,
     new_net: bool,
     loopback_up: bool,
+    proc: Option<ProcMount>,
+}
+
+/// How `Scratch::with_proc` mounts a procfs of the new pid namespace at `/proc` in the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcMount {
+    ReadWrite,
+    /// As in an unprivileged container, where /proc/sys is read-only.
+    ReadOnly,
 }
 
 impl Scratch {
@@ -315,6 +324,7 @@ impl Scratch {
             root,
             new_net: false,
             loopback_up: false,
+            proc: None,
         }
     }
 
@@ -333,6 +343,14 @@ impl Scratch {
         self
     }
 
+    /// Mounts a procfs at `/proc` in the root (private to the run's mount namespace), for applets
+    /// that need /proc/sys of the run's network namespace.
+    pub fn with_proc(mut self, mount: ProcMount) -> Scratch {
+        fs::create_dir_all(self.root.join("proc")).unwrap();
+        self.proc = Some(mount);
+        self
+    }
+
     /// `initbox ARGS...` as PID 1 inside the scratch root.
     pub fn initbox<I, S>(&self, args: I) -> Cmd
     where
@@ -345,7 +363,27 @@ impl Scratch {
             command.arg("--net");
         }
         command.arg("--");
-        if self.loopback_up {
+        if let Some(mount) = self.proc {
+            // Like the loopback case: the set-up runs before the chroot, which execs initbox.
+            let options = match mount {
+                ProcMount::ReadWrite => "rw",
+                ProcMount::ReadOnly => "ro",
+            };
+            let lo = if self.loopback_up {
+                "ip link set lo up && "
+            } else {
+                ""
+            };
+            command.args([
+                "sh".to_string(),
+                "-c".to_string(),
+                format!(
+                    "{lo}mount -t proc -o {options} proc \"$0/proc\" && \
+                     exec chroot \"$0\" /initbox \"$@\""
+                ),
+            ]);
+            command.arg(self.root.path());
+        } else if self.loopback_up {
             // `ip` runs before the chroot and execs it, so initbox is still PID 1.
             command.args([
                 "sh",

@@ -1,0 +1,322 @@
+//! `render-template`: render `${VAR}` templates (envsubst syntax, POSIX semantics) from the
+//! environment and JSON values files into config files, atomically.
+//!
+//! The language lives in `parse.rs`, a pure streaming function the fuzz targets can call. This
+//! file turns the command line into (template, destination) pairs, walks directory sources,
+//! collects the variables, and writes each output through `AtomicFile`: every template is rendered
+//! into its temporary first, and only when no template had an error are they all renamed into
+//! place. A strict error therefore leaves every destination as it was.
+
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::atomic::{parse_mode, AtomicFile, Owner};
+use crate::cli::Args;
+use crate::error::{describe_io, Error};
+use crate::log;
+use crate::supervisor::{Deadline, Job};
+use parse::{Options, Values};
+
+pub const USAGE: &str = "\
+Usage: initbox render-template [OPTIONS] SRC DEST
+       initbox render-template [OPTIONS] SRC:DEST...
+
+Replace ${VAR} references in SRC with values from the environment (and
+--values files), writing DEST atomically. A directory SRC renders every file
+under it into DEST, keeping relative paths (names starting with '..', the
+kubelet's ConfigMap internals, are skipped; symlinks to files are followed).
+
+SYNTAX (POSIX shell semantics; ':' forms treat an empty value as unset)
+    $VAR ${VAR}        the value; unset is an error unless --allow-unset
+    ${VAR:-word}       word if VAR is unset or empty   (${VAR-word}: if unset)
+    ${VAR:=word}       same, and assign word to VAR    (${VAR=word})
+    ${VAR:?message}    error with message if unset or empty (${VAR?message})
+    ${VAR:+word}       word if VAR is set and not empty (${VAR+word}: if set)
+    $$                 a literal $
+word may contain references and runs to the matching '}'. Anything else
+after '$' ($1, '$ ', a '$' at the end) is copied as is. Values are never
+scanned again: a password containing '$' arrives intact.
+
+OPTIONS
+    --allow-unset         substitute unset variables with nothing (default:
+                          an error naming file:line:column)
+    --only VAR[,VAR...]   substitute only these names (repeatable; default:
+                          all), e.g. to keep nginx's $host
+    --prefix PREFIX       substitute only names starting with PREFIX
+                          (repeatable; combines with --only)
+    --values FILE.json    variables from a JSON object; nested keys as
+                          ${a.b.c}, array items as ${a.0}. The file wins over
+                          the environment, a later file over an earlier one.
+    --mode MODE           octal mode of DEST files (default 0644)
+    --owner UID[:GID]     numeric owner of DEST files (default: unchanged)
+
+Every error in every template is reported (exit 65) and then nothing is
+written. Parent directories of DEST are created (mode 0755).
+
+EXAMPLES
+    initbox render-template /templates/app.conf /config/app.conf
+    initbox render-template --only PORT,SERVER_NAME nginx.conf.tmpl:/etc/nginx/nginx.conf
+    initbox render-template --values /values/values.json --mode 0600 /templates /config";
+
+const ALLOW_UNSET: &str = "--allow-unset";
+const ONLY: &str = "--only";
+const PREFIX: &str = "--prefix";
+const VALUES: &str = "--values";
+const MODE: &str = "--mode";
+const OWNER: &str = "--owner";
+const DEFAULT_MODE: u32 = 0o644;
+
+struct Settings {
+    options: Options,
+    value_files: Vec<PathBuf>,
+    mode: u32,
+    owner: Option<Owner>,
+    pairs: Vec<(PathBuf, PathBuf)>,
+}
+
+pub fn parse(mut args: Args) -> Result<Job, Error> {
+    let allow_unset = args.flag(ALLOW_UNSET);
+    let mut only = Vec::new();
+    for list in args.values(ONLY)? {
+        for name in list.split(',').filter(|n| !n.is_empty()) {
+            if !valid_name(name) {
+                return Err(Error::usage(format!(
+                    "--only: '{name}' is not a variable name (letters, digits, '_', '.')"
+                )));
+            }
+            only.push(name.to_string());
+        }
+    }
+    let prefixes = args.values(PREFIX)?;
+    let value_files = args
+        .values(VALUES)?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let mode = args.value(MODE, parse_mode)?.unwrap_or(DEFAULT_MODE);
+    let owner = args.value(OWNER, Owner::parse)?;
+    let positionals = args.positionals()?;
+    let pairs = pairs(&positionals)?;
+    let settings = Settings {
+        options: Options {
+            allow_unset,
+            only,
+            prefixes,
+        },
+        value_files,
+        mode,
+        owner,
+        pairs,
+    };
+    Ok(Box::new(move |deadline| run(settings, deadline)))
+}
+
+fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// `SRC DEST` (two words, the first without ':'), or any number of `SRC:DEST`.
+fn pairs(words: &[String]) -> Result<Vec<(PathBuf, PathBuf)>, Error> {
+    match words {
+        [] => Err(Error::usage("no SRC DEST or SRC:DEST given")),
+        [src, dest] if !src.contains(':') => Ok(vec![(src.into(), dest.into())]),
+        _ => words
+            .iter()
+            .map(|word| match word.split_once(':') {
+                Some((src, dest)) if !src.is_empty() && !dest.is_empty() => {
+                    Ok((src.into(), dest.into()))
+                }
+                _ => Err(Error::usage(format!(
+                    "'{word}' is not SRC:DEST (give one SRC DEST pair, or SRC:DEST words)"
+                ))),
+            })
+            .collect(),
+    }
+}
+
+fn run(settings: Settings, deadline: &Deadline) -> Result<(), Error> {
+    let mut values = environment();
+    for file in &settings.value_files {
+        load_values(file, &mut values)?;
+    }
+    let mut jobs = Vec::new();
+    for (src, dest) in &settings.pairs {
+        expand_sources(src, dest, &mut jobs)?;
+    }
+
+    let mut rendered = Vec::new();
+    let mut error_count = 0;
+    let mut failed_templates = 0;
+    for (src, dest) in &jobs {
+        deadline.check("render-template")?;
+        let (output, errors) = render_one(src, dest, &mut values, &settings.options)?;
+        if errors.is_empty() {
+            rendered.push((dest, output));
+            continue;
+        }
+        failed_templates += 1;
+        for error in &errors {
+            error_count += 1;
+            log::error(
+                &format!(
+                    "{}:{}:{}: {}",
+                    src.display(),
+                    error.position.line,
+                    error.position.column,
+                    error.message
+                ),
+                &[
+                    ("file", json!(src.display().to_string())),
+                    ("line", json!(error.position.line)),
+                    ("column", json!(error.position.column)),
+                ],
+            );
+        }
+    }
+    if error_count > 0 {
+        // Dropping the outputs removes their temporaries: no destination changes.
+        drop(rendered);
+        return Err(Error::Data(format!(
+            "{error_count} error(s) in {failed_templates} template(s); nothing was written"
+        )));
+    }
+    let count = rendered.len();
+    for (dest, output) in rendered {
+        output.commit(settings.mode, settings.owner)?;
+        log::info(
+            &format!("rendered {}", dest.display()),
+            &[("file", json!(dest.display().to_string()))],
+        );
+    }
+    log::info(
+        &format!("rendered {count} file(s)"),
+        &[("files", json!(count))],
+    );
+    Ok(())
+}
+
+/// The environment as variables; names that are not valid template names are left out.
+fn environment() -> Values {
+    let mut values = Values::default();
+    for (name, value) in std::env::vars_os() {
+        if let Some(name) = name.to_str().filter(|n| valid_name(n)) {
+            values.set(name, value.as_bytes());
+        }
+    }
+    values
+}
+
+fn load_values(file: &Path, values: &mut Values) -> Result<(), Error> {
+    let text = fs::read(file).map_err(|e| Error::io(file.display(), &e))?;
+    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+        Error::Data(format!(
+            "{}:{}:{}: not valid JSON: {e}",
+            file.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    values
+        .merge_json(&json)
+        .map_err(|why| Error::Data(format!("{}: {why}", file.display())))
+}
+
+/// Adds the (template, destination) pairs for `src`: itself, or every file under it.
+fn expand_sources(
+    src: &Path,
+    dest: &Path,
+    jobs: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<(), Error> {
+    let metadata = fs::metadata(src).map_err(|e| Error::io(src.display(), &e))?;
+    if !metadata.is_dir() {
+        jobs.push((src.to_path_buf(), dest.to_path_buf()));
+        return Ok(());
+    }
+    // Sorted, so the order of work and messages does not depend on the filesystem.
+    let mut entries = BTreeMap::<OsString, PathBuf>::new();
+    let listing = fs::read_dir(src).map_err(|e| Error::io(src.display(), &e))?;
+    for entry in listing {
+        let entry = entry.map_err(|e| Error::io(src.display(), &e))?;
+        let name = entry.file_name();
+        if name.as_bytes().starts_with(b"..") {
+            continue;
+        }
+        entries.insert(name, entry.path());
+    }
+    for (name, path) in entries {
+        let link = fs::symlink_metadata(&path).map_err(|e| Error::io(path.display(), &e))?;
+        let target = fs::metadata(&path).map_err(|e| Error::io(path.display(), &e))?;
+        if target.is_dir() {
+            if link.file_type().is_symlink() {
+                log::warn(
+                    &format!("{}: skipped, a symlink to a directory", path.display()),
+                    &[],
+                );
+                continue;
+            }
+            expand_sources(&path, &dest.join(&name), jobs)?;
+        } else if target.is_file() || target.file_type().is_fifo() {
+            jobs.push((path, dest.join(&name)));
+        }
+    }
+    Ok(())
+}
+
+/// Renders one template into a temporary beside `dest`; the caller commits or drops it.
+fn render_one(
+    src: &Path,
+    dest: &Path,
+    values: &mut Values,
+    options: &Options,
+) -> Result<(AtomicFile, Vec<parse::TemplateError>), Error> {
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), &e))?;
+    }
+    let input = File::open(src).map_err(|e| Error::io(src.display(), &e))?;
+    let output = AtomicFile::create(dest)?;
+    let mut writer = BufWriter::with_capacity(parse::CHUNK, output);
+    let errors = parse::render(input, &mut writer, values, options)
+        .map_err(|e| Error::io(format!("{} -> {}", src.display(), dest.display()), &e))?;
+    writer.flush().map_err(|e| Error::io(dest.display(), &e))?;
+    let output = writer
+        .into_inner()
+        .map_err(|e| Error::Io(format!("{}: {}", dest.display(), describe_io(e.error()))))?;
+    Ok((output, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_forms() {
+        let one = pairs(&["a.tmpl".into(), "out/a".into()]).unwrap();
+        assert_eq!(one, [("a.tmpl".into(), "out/a".into())]);
+        let many = pairs(&["a:b".into(), "c:d".into(), "e:f".into()]).unwrap();
+        assert_eq!(many.len(), 3);
+        assert_eq!(many[2], ("e".into(), "f".into()));
+        assert!(pairs(&["a:b".into(), "c".into()]).is_err());
+        assert!(pairs(&[":b".into()]).is_err());
+        assert!(pairs(&[]).is_err());
+    }
+
+    #[test]
+    fn names_for_only() {
+        assert!(valid_name("APP_PORT") && valid_name("db.host") && valid_name("_x"));
+        assert!(!valid_name("1X") && !valid_name("") && !valid_name("A-B"));
+    }
+}

@@ -1,0 +1,370 @@
+//! `render-template` on real files: the envsubst behaviour table (checked against GNU envsubst
+//! where the two agree), strict errors with positions, values files, directories, atomic output,
+//! and SIGTERM as PID 1 while reading a FIFO.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{bin, have_root, initbox, require_tool, scratch_pid1, Cmd, Scratch, TempDir};
+
+/// Renders `template` with exactly `env` (nothing inherited) and returns (exit code, output).
+fn render(template: &str, env: &[(&str, &str)], options: &[&str]) -> (Option<i32>, String, String) {
+    let dir = TempDir::new("render");
+    fs::write(dir.join("in"), template).unwrap();
+    let mut command = Command::new(bin());
+    command
+        .arg("render-template")
+        .args(options)
+        .arg(dir.join("in"))
+        .arg(dir.join("out"))
+        .env_clear()
+        .envs(env.iter().copied());
+    let out = Cmd::from(command).run();
+    let rendered = fs::read_to_string(dir.join("out")).unwrap_or_default();
+    (out.code, rendered, out.stderr)
+}
+
+fn envsubst(template: &str, env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(require_tool("envsubst"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(template.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Where GNU envsubst agrees with POSIX (set variables, plain references, non-references), the
+/// output must be byte-for-byte the same; the other rows are where envsubst is not POSIX.
+#[test]
+fn envsubst_behaviour_table() {
+    let env: &[(&str, &str)] = &[
+        ("NAME", "world"),
+        ("EMPTY", ""),
+        ("MULTI", "line one\nline two\n"),
+        ("PASSWORD", "p@$$w0rd${NAME}$1"),
+        ("UTF", "grüße 🌍"),
+        ("A_1", "a1"),
+    ];
+    // (template, expected, same as GNU envsubst)
+    let table: &[(&str, &str, bool)] = &[
+        ("hello $NAME", "hello world", true),
+        ("hello ${NAME}!", "hello world!", true),
+        ("[$EMPTY][${EMPTY}]", "[][]", true),
+        ("$NAME$NAME${NAME}", "worldworldworld", true),
+        ("${NAME}_x $A_1.x", "world_x a1.x", true),
+        ("price: 5$\nnext $\n", "price: 5$\nnext $\n", true),
+        ("$1 $ ${} $-", "$1 $ ${} $-", true),
+        ("end $", "end $", true),
+        ("multi:\n$MULTI.", "multi:\nline one\nline two\n.", true),
+        ("secret=$PASSWORD", "secret=p@$$w0rd${NAME}$1", true),
+        ("utf: ${UTF} ü$NAME", "utf: grüße 🌍 üworld", true),
+        ("no newline at end", "no newline at end", true),
+        // POSIX forms envsubst does not know (it copies them, or substitutes unset as empty).
+        ("${NAME:-d} ${EMPTY:-d} ${UNSET:-d}", "world d d", false),
+        ("${NAME-d} ${EMPTY-d} ${UNSET-d}", "world  d", false),
+        ("${NAME:+a} ${EMPTY:+a} ${UNSET:+a}", "a  ", false),
+        ("${NAME+a} ${EMPTY+a} ${UNSET+a}", "a a ", false),
+        ("${UNSET:=x}-$UNSET", "x-x", false),
+        ("${UNSET:-${NAME}, ${EMPTY:-e}}", "world, e", false),
+        ("${UNSET:-line\nbreak}", "line\nbreak", false),
+        ("cost $$5", "cost $5", false),
+    ];
+    for (template, expected, same) in table {
+        let (code, output, stderr) = render(template, env, &[]);
+        assert_eq!(code, Some(0), "{template:?}: {stderr}");
+        assert_eq!(&output, expected, "{template:?}");
+        let gnu = envsubst(template, env);
+        if *same {
+            assert_eq!(gnu, output, "GNU envsubst differs on {template:?}");
+        } else {
+            assert_ne!(
+                gnu, output,
+                "{template:?} is marked as different from envsubst"
+            );
+        }
+    }
+    // GNU envsubst substitutes an unset variable with nothing; initbox does with --allow-unset.
+    assert_eq!(envsubst("[$UNSET]", env), "[]");
+    assert_eq!(render("[$UNSET]", env, &["--allow-unset"]).1, "[]");
+}
+
+#[test]
+fn strict_errors_name_every_position_and_write_nothing() {
+    let dir = TempDir::new("render-strict");
+    fs::write(
+        dir.join("app.conf"),
+        "host = $DB_HOST\nport = ${DB_PORT}\n  user = ${DB_USER:?is required}\nok = $SET\n\
+         bad = ${SET oops}\nopen = ${SET:-never closed\n",
+    )
+    .unwrap();
+    fs::write(dir.join("out.conf"), "old").unwrap();
+    let mut command = Command::new(bin());
+    command
+        .arg("render-template")
+        .arg(dir.join("app.conf"))
+        .arg(dir.join("out.conf"))
+        .env_clear()
+        .env("SET", "x");
+    let out = Cmd::from(command).run();
+    let src = dir.join("app.conf").display().to_string();
+    out.code(65)
+        .stderr_has(&format!("{src}:1:8: DB_HOST is not set"))
+        .stderr_has(&format!("{src}:2:8: DB_PORT is not set"))
+        .stderr_has(&format!("{src}:3:10: DB_USER: is required"))
+        .stderr_has(&format!("{src}:5:7: in '${{SET'"))
+        .stderr_has(&format!("{src}:6:8: '${{SET' is not closed"))
+        .stderr_has("5 error(s) in 1 template(s); nothing was written");
+    assert_eq!(fs::read_to_string(dir.join("out.conf")).unwrap(), "old");
+    assert_eq!(dir.names(), ["app.conf", "out.conf"]);
+}
+
+#[test]
+fn an_error_in_one_template_keeps_all_destinations() {
+    let dir = TempDir::new("render-all-or-nothing");
+    fs::write(dir.join("good"), "$SET").unwrap();
+    fs::write(dir.join("bad"), "$UNSET_VARIABLE_X").unwrap();
+    let pair = |src: &str, dest: &str| {
+        format!(
+            "{}:{}",
+            dir.join(src).display(),
+            dir.join("out").join(dest).display()
+        )
+    };
+    initbox(["render-template", &pair("good", "a"), &pair("bad", "b")])
+        .env("SET", "x")
+        .run()
+        .code(65)
+        .stderr_has("UNSET_VARIABLE_X is not set");
+    assert!(!dir.join("out/a").exists());
+    assert_eq!(fs::read_dir(dir.join("out")).unwrap().count(), 0);
+}
+
+#[test]
+fn only_and_prefix_keep_nginx_variables() {
+    let template = "server_name $SERVER_NAME;\nlisten ${APP_PORT};\n\
+                    proxy_set_header Host $host;\nset $x ${remote_addr};\n";
+    let env = [("SERVER_NAME", "example.org"), ("APP_PORT", "8080")];
+    let (code, output, stderr) = render(
+        template,
+        &env,
+        &["--only", "SERVER_NAME", "--prefix", "APP_"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        output,
+        "server_name example.org;\nlisten 8080;\nproxy_set_header Host $host;\nset $x ${remote_addr};\n"
+    );
+    initbox(["render-template", "--only", "A-B", "x", "y"])
+        .run()
+        .code(64)
+        .stderr_has("'A-B' is not a variable name");
+}
+
+#[test]
+fn values_files_nest_and_win_over_the_environment() {
+    let dir = TempDir::new("render-values");
+    fs::write(
+        dir.join("values.json"),
+        r#"{"db": {"host": "pg.svc", "port": 5432}, "LEVEL": "debug", "list": ["a", "b"]}"#,
+    )
+    .unwrap();
+    fs::write(dir.join("later.json"), r#"{"LEVEL": "warn"}"#).unwrap();
+    fs::write(
+        dir.join("t"),
+        "${db.host}:${db.port} $LEVEL ${list.1} $FROM_ENV",
+    )
+    .unwrap();
+    let values = dir.join("values.json").display().to_string();
+    let later = dir.join("later.json").display().to_string();
+    let t = dir.join("t").display().to_string();
+    let o = dir.join("o").display().to_string();
+    initbox(["render-template", "--values", &values, &t, &o])
+        .env("LEVEL", "info")
+        .env("FROM_ENV", "e")
+        .run()
+        .success();
+    assert_eq!(
+        fs::read_to_string(dir.join("o")).unwrap(),
+        "pg.svc:5432 debug b e"
+    );
+    initbox([
+        "render-template",
+        "--values",
+        &values,
+        "--values",
+        &later,
+        &t,
+        &o,
+    ])
+    .env("FROM_ENV", "e")
+    .run()
+    .success();
+    assert_eq!(
+        fs::read_to_string(dir.join("o")).unwrap(),
+        "pg.svc:5432 warn b e"
+    );
+
+    fs::write(dir.join("broken.json"), "{\n  \"a\": 1,\n}").unwrap();
+    let broken = dir.join("broken.json").display().to_string();
+    initbox(["render-template", "--values", &broken, &t, &o])
+        .run()
+        .code(65)
+        .stderr_has(&format!("{broken}:3:1: not valid JSON"));
+    initbox(["render-template", "--values", "/nonexistent.json", &t, &o])
+        .run()
+        .code(66);
+}
+
+#[test]
+fn directories_render_like_a_configmap_mount() {
+    let dir = TempDir::new("render-dir");
+    // The kubelet's layout: files are symlinks into ..data, itself a symlink to a dated dir.
+    let dated = dir.join("src/..2026_11_22_10_00_00.1");
+    fs::create_dir_all(dated.join("conf.d")).unwrap();
+    fs::write(dated.join("app.conf"), "name=$NAME\n").unwrap();
+    fs::write(dated.join("conf.d/extra.conf"), "x=${NAME:-none}\n").unwrap();
+    std::os::unix::fs::symlink("..2026_11_22_10_00_00.1", dir.join("src/..data")).unwrap();
+    std::os::unix::fs::symlink("..data/app.conf", dir.join("src/app.conf")).unwrap();
+    std::os::unix::fs::symlink("..data/conf.d", dir.join("src/conf.d")).unwrap();
+    fs::create_dir_all(dir.join("src/sub")).unwrap();
+    fs::write(dir.join("src/sub/deep.txt"), "deep $NAME").unwrap();
+
+    initbox([
+        "render-template".as_ref(),
+        "--mode".as_ref(),
+        "0600".as_ref(),
+        dir.join("src").as_os_str(),
+        dir.join("dest").as_os_str(),
+    ])
+    .env("NAME", "v")
+    .run()
+    .success()
+    .stderr_has("conf.d: skipped, a symlink to a directory")
+    .stderr_has("rendered 2 file(s)");
+    assert_eq!(
+        fs::read_to_string(dir.join("dest/app.conf")).unwrap(),
+        "name=v\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("dest/sub/deep.txt")).unwrap(),
+        "deep v"
+    );
+    let mode = fs::metadata(dir.join("dest/app.conf"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+    let mut names: Vec<String> = fs::read_dir(dir.join("dest"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["app.conf", "sub"]);
+}
+
+#[test]
+fn large_input_streams_with_references_across_chunk_boundaries() {
+    let dir = TempDir::new("render-large");
+    // Lines of odd length so references fall on every offset of the 64 KiB reads.
+    let line = "key_${NAME}_value = ${UNSET:-default $NAME} $$ x\n";
+    let count = 200_000;
+    fs::write(dir.join("big"), line.repeat(count)).unwrap();
+    initbox([
+        "render-template".as_ref(),
+        dir.join("big").as_os_str(),
+        dir.join("out").as_os_str(),
+    ])
+    .env("NAME", "abc")
+    .run()
+    .success();
+    let expected = "key_abc_value = default abc $ x\n".repeat(count);
+    assert!(fs::read_to_string(dir.join("out")).unwrap() == expected);
+}
+
+#[test]
+fn usage_errors() {
+    initbox(["render-template"])
+        .run()
+        .code(64)
+        .stderr_has("no SRC DEST");
+    initbox(["render-template", "a:b", "c"])
+        .run()
+        .code(64)
+        .stderr_has("'c' is not SRC:DEST");
+    initbox(["render-template", "--mode", "888", "a", "b"])
+        .run()
+        .code(64)
+        .stderr_has("invalid mode");
+    initbox(["render-template", "/nonexistent/t", "/tmp/x"])
+        .run()
+        .code(66)
+        .stderr_has("/nonexistent/t");
+}
+
+#[test]
+fn scratch_renders_from_the_environment() {
+    if !have_root("scratch_renders_from_the_environment") {
+        return;
+    }
+    let scratch = Scratch::new().file(
+        "templates/app.conf",
+        "port=${PORT}\nhost=${HOST:-0.0.0.0}\n",
+    );
+    scratch
+        .initbox([
+            "render-template",
+            "--mode",
+            "0640",
+            "/templates/app.conf",
+            "/config/app.conf",
+        ])
+        .env("PORT", "8080")
+        .run()
+        .success();
+    assert_eq!(
+        fs::read_to_string(scratch.root.join("config/app.conf")).unwrap(),
+        "port=8080\nhost=0.0.0.0\n"
+    );
+}
+
+#[test]
+fn sigterm_as_pid1_while_reading_a_fifo_leaves_nothing_behind() {
+    if !have_root("sigterm_as_pid1_while_reading_a_fifo_leaves_nothing_behind") {
+        return;
+    }
+    let scratch = Scratch::new();
+    fs::create_dir_all(scratch.root.join("config")).unwrap();
+    let fifo = scratch.root.join("template.fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let running = scratch
+        .initbox(["render-template", "/template.fifo", "/config/app.conf"])
+        .env("NAME", "x")
+        .spawn();
+    let pid1 = scratch_pid1(&running);
+    // Opening blocks until initbox opens the other end; keep it open so its read blocks.
+    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(b"partial $NAME and more").unwrap();
+    let config = scratch.root.join("config");
+    crate::util::wait_until("the temporary output", Duration::from_secs(10), || {
+        fs::read_dir(&config).unwrap().count() == 1
+    });
+    running.signal(libc::SIGTERM, pid1);
+    let out = running.finish();
+    out.code(143).within(Duration::from_secs(5));
+    drop(writer);
+    assert_eq!(fs::read_dir(&config).unwrap().count(), 0);
+}
