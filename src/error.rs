@@ -10,7 +10,8 @@ use std::io;
 /// A failure, carrying the one-line message the user sees.
 #[derive(Debug)]
 pub enum Error {
-    /// A bug in initbox (exit 1).
+    /// initbox itself failed: a bug (a panic), or the process could not get what every run
+    /// needs, such as a thread (exit 1).
     Internal(String),
     /// Unknown applet or option, missing or malformed value (exit 64). The message names the
     /// argument; `main` adds the `--help` hint.
@@ -94,7 +95,7 @@ pub fn describe_io(err: &io::Error) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Internal(m) => write!(f, "internal error (a bug, please report it): {m}"),
+            Error::Internal(m) => write!(f, "internal error: {m}"),
             Error::Signal(n) => write!(f, "stopped by {}", signal_name(*n)),
             Error::Usage(m)
             | Error::Data(m)
@@ -125,7 +126,7 @@ pub fn signal_name(signal: i32) -> String {
 pub const EXIT_CODES: &str = "\
 EXIT CODES
     0    success
-    1    internal error (a bug)
+    1    internal error: a bug (panic), or no thread could be started
     64   usage: unknown applet or option, bad value
     65   data error: template syntax, undefined variable, malformed input file
     66   input missing: a named file or path does not exist

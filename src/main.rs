@@ -21,6 +21,7 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 const TERMINATION_LOG_LIMIT: usize = 4096;
 
 fn main() -> ExitCode {
+    report_panics_as_internal_errors();
     // Handlers first: as PID 1, a SIGTERM that arrives before them would be dropped.
     let supervisor = match Supervisor::install() {
         Ok(supervisor) => supervisor,
@@ -99,6 +100,18 @@ fn report(err: &Error, help_hint: Option<&str>) -> ExitCode {
     log::error(&message, &[("exit_code", err.exit_code().into())]);
     write_termination_log(&log::text_line(&message));
     ExitCode::from(err.exit_code())
+}
+
+/// A panic is a bug: say so in the one-line form and exit 1, as the contract says, rather than
+/// abort (panic = "abort") with SIGABRT's 134.
+fn report_panics_as_internal_errors() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = format!("internal error (a bug, please report it): {info}");
+        let err = Error::Internal(message.clone());
+        log::error(&message, &[("exit_code", err.exit_code().into())]);
+        write_termination_log(&log::text_line(&message));
+        std::process::exit(err.exit_code().into());
+    }));
 }
 
 /// Writes the reason where Kubernetes looks for it, only when that file already exists (the
