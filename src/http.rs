@@ -987,7 +987,7 @@ fn classify(
         ureq::Error::Other(boxed) => match boxed.downcast::<ResolveFailure>() {
             Ok(failure) => match failure.0 {
                 ResolveError::NotFound(why) => {
-                    Error::HostUnknown(format!("{at}: cannot resolve {}: {why}", url.host()))
+                    Error::HostUnknown(format!("{at}: cannot resolve the host: {why}"))
                 }
                 ResolveError::Temporary(why) => Error::Unavailable(format!(
                     "{at}: name resolution failed for {}: {why}",

@@ -7,6 +7,8 @@ use crate::cli::Args;
 use crate::error::Error;
 use crate::supervisor::Job;
 
+#[cfg(feature = "fetch")]
+pub mod fetch;
 #[cfg(feature = "wait-tcp")]
 pub mod wait_tcp;
 
@@ -30,6 +32,14 @@ pub const APPLETS: &[Applet] = &[
         usage: wait_tcp::USAGE,
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
+    },
+    #[cfg(feature = "fetch")]
+    Applet {
+        name: "fetch",
+        summary: "download a file over HTTP(S) atomically, with checksum, retries and deadline",
+        usage: fetch::USAGE,
+        default_timeout: Some(Duration::from_secs(300)),
+        parse: fetch::parse,
     },
 ];
 
