@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::atomic::{parse_mode, AtomicFile, Owner};
 use crate::cli::{format_duration, parse_duration, parse_size, Args};
@@ -389,7 +388,7 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
     };
     let label = sink.label();
     let mut body = response.into_body();
-    let mut hasher = Sha256::new();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0u8; BUFFER_SIZE];
     let mut received: u64 = 0;
     let mut last_progress = Instant::now();
@@ -433,7 +432,11 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
             }
         }
     }
-    let digest: [u8; 32] = hasher.finalize().into();
+    let digest: [u8; 32] = hasher
+        .finish()
+        .as_ref()
+        .try_into()
+        .map_err(|_| Failure::fatal(Error::Internal("SHA-256 is not 32 bytes".into())))?;
     if let Some(expected) = request.sha256 {
         if digest != expected {
             let kept = match &sink {
