@@ -9,6 +9,8 @@ use crate::supervisor::Job;
 
 #[cfg(feature = "chmod-tree")]
 pub mod chmod_tree;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 #[cfg(feature = "render-template")]
 pub mod render_template;
 #[cfg(feature = "sysctl")]
@@ -36,6 +38,14 @@ pub const APPLETS: &[Applet] = &[
         usage: wait_tcp::USAGE,
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
+    },
+    #[cfg(feature = "fetch")]
+    Applet {
+        name: "fetch",
+        summary: "download a file over HTTP(S) atomically, with checksum, retries and deadline",
+        usage: fetch::USAGE,
+        default_timeout: Some(Duration::from_secs(300)),
+        parse: fetch::parse,
     },
     #[cfg(feature = "render-template")]
     Applet {

@@ -7,6 +7,7 @@ mod chmod_tree;
 mod dispatch;
 mod docker;
 mod examples;
+mod fetch;
 mod render_template;
 mod signals;
 mod sysctl;

@@ -1,0 +1,535 @@
+//! `fetch`: download a file over HTTP(S) into a volume, atomically.
+//!
+//! The body streams through a fixed buffer into a temporary file beside the destination while
+//! its SHA-256 is computed, so memory stays constant whatever the size. Only a complete body
+//! with the right size and checksum is given its mode and owner, synced and renamed over the
+//! destination; any failure, timeout or signal removes the temporary and leaves the old file.
+//! Connect errors, timeouts (including a server that stalls mid-body), 5xx and 429 are retried
+//! with backoff and jitter, honouring `Retry-After` as long as the deadline allows. The client
+//! itself (trust, proxies, redirects, error mapping) lives in `http.rs`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::atomic::{parse_mode, AtomicFile, Owner};
+use crate::cli::{format_duration, parse_duration, parse_size, Args};
+use crate::error::Error;
+use crate::http::{self, Client, Header, Settings, Url};
+use crate::log;
+use crate::retry::Backoff;
+use crate::supervisor::{Deadline, Job};
+
+pub const USAGE: &str = "\
+Usage: initbox fetch [OPTIONS] URL -o PATH
+
+Download URL (http:// or https://) to PATH atomically: the body goes to a
+temporary file beside PATH, is checked, synced, and renamed over PATH. On any
+failure, timeout or signal, PATH keeps its old content. '-o -' writes to stdout.
+
+HTTPS certificates are verified against the embedded Mozilla roots, plus
+--ca-file and SSL_CERT_FILE. Verification cannot be turned off.
+
+OPTIONS
+    -o, --output PATH         destination file, or - for stdout (required)
+    --sha256 HEX              expected SHA-256 of the body; mismatch exits 79
+    --max-size SIZE           fail beyond this many bytes, e.g. 100M (exit 76)
+    --mode MODE               file mode of PATH (default 0644)
+    --owner UID[:GID]         numeric owner of PATH
+    --header 'NAME: VALUE'    extra request header (repeatable)
+    --header-from-env NAME=VAR
+                              header NAME with the value of environment
+                              variable VAR, kept off the command line (repeatable)
+    --bearer-file PATH        send 'Authorization: Bearer' with the token in PATH
+                              (e.g. a mounted Secret)
+    --basic-auth-from-env VAR basic auth from VAR holding 'user:password'
+                              (or put user:password@ in the URL)
+    --ca-file PEM             also trust the certificates in PEM (repeatable)
+    --ca-file-only            trust only --ca-file, not the Mozilla roots
+    --retries N               retries after connect errors, timeouts, 5xx and 429
+                              (default 3; backoff with jitter; Retry-After honoured)
+    --connect-timeout DURATION
+                              limit for one connection attempt (default 10s)
+    --read-timeout DURATION   a response silent this long is cut off and retried
+                              (default 30s)
+    --timeout DURATION        overall deadline, retries included (default 5m)
+
+Proxies come from HTTPS_PROXY/https_proxy, http_proxy (lower case only),
+ALL_PROXY and NO_PROXY. Gzip content-encoding is decoded. Secrets (URL
+passwords, credential headers) are never printed.
+
+EXAMPLES
+    initbox fetch https://config.example/app.yaml -o /config/app.yaml
+    initbox fetch https://dl.example/tool.tgz -o /work/tool.tgz \\
+        --sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    initbox fetch https://vault.internal/v1/cfg -o /config/cfg.json \\
+        --bearer-file /var/run/secrets/token --ca-file /etc/ca/ca.pem";
+
+const DEFAULT_RETRIES: u32 = 3;
+const DEFAULT_MODE: u32 = 0o644;
+const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+/// One progress line per this long while a body is being received.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The read buffer; the only per-download memory besides ureq's and rustls's own buffers.
+const BUFFER_SIZE: usize = 64 * 1024;
+
+enum Destination {
+    Stdout,
+    File(PathBuf),
+}
+
+struct Request {
+    url: Url,
+    headers: Vec<Header>,
+    /// Read when the job starts, so a token rotated before a retry of the pod is picked up.
+    bearer_file: Option<PathBuf>,
+    destination: Destination,
+    sha256: Option<[u8; 32]>,
+    max_size: Option<u64>,
+    mode: u32,
+    owner: Option<Owner>,
+    retries: u32,
+    settings: Settings,
+}
+
+pub fn parse(mut args: Args) -> Result<Job, Error> {
+    let output = args.value(["-o", "--output"], |s| Ok(s.to_string()))?;
+    let sha256 = args.value("--sha256", parse_sha256)?;
+    let max_size = args.value("--max-size", parse_size)?;
+    let mode = args.value("--mode", parse_mode)?.unwrap_or(DEFAULT_MODE);
+    let owner = args.value("--owner", Owner::parse)?;
+    let mut headers = args
+        .values("--header")?
+        .iter()
+        .map(|text| Header::parse(text).map_err(|e| Error::usage(format!("--header: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    for spec in args.values("--header-from-env")? {
+        headers.push(header_from_env(&spec)?);
+    }
+    let bearer_file = args.value("--bearer-file", |s| Ok(PathBuf::from(s)))?;
+    let basic_from_env = args.value("--basic-auth-from-env", |s| Ok(s.to_string()))?;
+    let ca_files: Vec<PathBuf> = args
+        .values("--ca-file")?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let ca_file_only = args.flag("--ca-file-only");
+    let retries = args
+        .value("--retries", |s| {
+            s.parse::<u32>()
+                .map_err(|_| format!("invalid --retries '{s}' (use a count, e.g. 3)"))
+        })?
+        .unwrap_or(DEFAULT_RETRIES);
+    let connect_timeout = args
+        .value("--connect-timeout", parse_duration)?
+        .unwrap_or(http::DEFAULT_CONNECT_TIMEOUT);
+    let read_timeout = args
+        .value("--read-timeout", parse_duration)?
+        .unwrap_or(http::DEFAULT_READ_TIMEOUT);
+    if connect_timeout.is_zero() || read_timeout.is_zero() {
+        return Err(Error::usage(
+            "--connect-timeout and --read-timeout must be more than 0",
+        ));
+    }
+    let positionals = args.positionals()?;
+    let [url] = positionals.as_slice() else {
+        return Err(Error::usage(if positionals.is_empty() {
+            "no URL given".to_string()
+        } else {
+            format!("expected one URL, got {}", positionals.len())
+        }));
+    };
+    let url = Url::parse(url).map_err(Error::Usage)?;
+    let destination = match output.as_deref() {
+        None => {
+            return Err(Error::usage(
+                "no destination: give -o PATH (or -o - for stdout)",
+            ))
+        }
+        Some("-") => Destination::Stdout,
+        Some(path) => Destination::File(PathBuf::from(path)),
+    };
+    if let Some(var) = basic_from_env {
+        let value = std::env::var(&var).map_err(|_| {
+            Error::usage(format!("--basic-auth-from-env: variable {var} is not set"))
+        })?;
+        let (user, password) = value.split_once(':').ok_or_else(|| {
+            Error::usage(format!(
+                "--basic-auth-from-env: {var} must hold 'user:password'"
+            ))
+        })?;
+        headers.push(http::basic_auth(user, password));
+    }
+    if ca_file_only && ca_files.is_empty() {
+        return Err(Error::usage("--ca-file-only needs --ca-file"));
+    }
+    let request = Request {
+        url,
+        headers,
+        bearer_file,
+        destination,
+        sha256,
+        max_size,
+        mode,
+        owner,
+        retries,
+        settings: Settings {
+            connect_timeout,
+            read_timeout,
+            ca_files,
+            ca_file_only,
+        },
+    };
+    Ok(Box::new(move |deadline| run(request, deadline)))
+}
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let invalid = || format!("invalid --sha256 '{text}' (use 64 hex digits)");
+    let text = text.strip_prefix("sha256:").unwrap_or(text);
+    if text.len() != 64 {
+        return Err(invalid());
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+    }
+    Ok(digest)
+}
+
+/// `NAME=VAR`: header NAME with the value of the environment variable VAR.
+fn header_from_env(spec: &str) -> Result<Header, Error> {
+    let (name, var) = spec.split_once('=').ok_or_else(|| {
+        Error::usage(format!(
+            "--header-from-env '{spec}': use NAME=VAR, e.g. Authorization=CONFIG_AUTH"
+        ))
+    })?;
+    let value = std::env::var(var).map_err(|_| {
+        Error::usage(format!(
+            "--header-from-env: variable {var} (for header {name}) is not set"
+        ))
+    })?;
+    let header = Header::new(name.trim(), value.trim());
+    header
+        .validate()
+        .map_err(|e| Error::usage(format!("--header-from-env: {e}")))?;
+    Ok(header)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sizes for humans: `512 B`, `1.5 KiB`, `100.0 MiB`, `1.0 GiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    format!("{}/s", human_size((bytes as f64 / seconds) as u64))
+}
+
+/// Why one attempt failed, and whether another may succeed.
+struct Failure {
+    error: Error,
+    retry: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn fatal(error: Error) -> Failure {
+        Failure {
+            error,
+            retry: false,
+            retry_after: None,
+        }
+    }
+
+    fn classified(error: Error) -> Failure {
+        let retry = http::is_transient(&error);
+        Failure {
+            error,
+            retry,
+            retry_after: None,
+        }
+    }
+}
+
+fn run(mut request: Request, deadline: &Deadline) -> Result<(), Error> {
+    if let Some(path) = request.bearer_file.take() {
+        request.headers.push(read_bearer(&path)?);
+    }
+    let client = Client::new(&request.settings, deadline)?;
+    let mut backoff = Backoff::exponential(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
+    let attempts = request.retries + 1;
+    for attempt in 1..=attempts {
+        let failure = match attempt_once(&client, &request, deadline) {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        // A signal or the deadline ends the job, whatever the attempt's own error says.
+        deadline.check(format!("GET {}", request.url))?;
+        if !failure.retry || attempt == attempts {
+            return Err(failure.error);
+        }
+        let pause = failure.retry_after.unwrap_or_else(|| backoff.next_delay());
+        if deadline.remaining().is_some_and(|left| left <= pause) {
+            log::warn(
+                &format!(
+                    "no time left to retry in {} (--timeout)",
+                    format_duration(pause)
+                ),
+                &[],
+            );
+            return Err(failure.error);
+        }
+        log::warn(
+            &format!(
+                "{}; retrying in {} (attempt {} of {attempts})",
+                failure.error,
+                format_duration(pause),
+                attempt + 1
+            ),
+            &[
+                ("url", json!(request.url.to_string())),
+                ("error", json!(failure.error.to_string())),
+                ("attempt", json!(attempt + 1)),
+                ("pause_ms", json!(pause.as_millis() as u64)),
+            ],
+        );
+        sleep_checking(pause, deadline, &request.url)?;
+    }
+    unreachable!("the last attempt returns")
+}
+
+fn sleep_checking(pause: Duration, deadline: &Deadline, url: &Url) -> Result<(), Error> {
+    let until = Instant::now() + pause;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        deadline.check(format!("GET {url}"))?;
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    Ok(())
+}
+
+fn read_bearer(path: &std::path::Path) -> Result<Header, Error> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("--bearer-file {}", path.display()), &e))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::Data(format!(
+            "--bearer-file {}: the file is empty",
+            path.display()
+        )));
+    }
+    let header = Header::new("Authorization", format!("Bearer {token}"));
+    header.validate().map_err(|_| {
+        Error::Data(format!(
+            "--bearer-file {}: the token has a line break inside",
+            path.display()
+        ))
+    })?;
+    Ok(header)
+}
+
+/// Where the body goes during one attempt.
+enum Sink {
+    Stdout(std::io::Stdout),
+    File(AtomicFile, PathBuf),
+}
+
+impl Sink {
+    fn label(&self) -> String {
+        match self {
+            Sink::Stdout(_) => "stdout".into(),
+            Sink::File(_, path) => path.display().to_string(),
+        }
+    }
+}
+
+fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Result<(), Failure> {
+    let started = Instant::now();
+    let response = client
+        .get(&request.url, &request.headers)
+        .map_err(Failure::classified)?;
+    if !response.is_success() {
+        return Err(Failure {
+            error: response.status_error(),
+            retry: response.is_transient(),
+            retry_after: response.retry_after(),
+        });
+    }
+    let total = response.content_length();
+    let final_url = response.url.clone();
+    if let (Some(limit), Some(total)) = (request.max_size, total) {
+        if total > limit {
+            return Err(Failure::fatal(too_large(&final_url, total, limit)));
+        }
+    }
+    let mut sink = match &request.destination {
+        Destination::Stdout => Sink::Stdout(std::io::stdout()),
+        Destination::File(path) => Sink::File(
+            AtomicFile::create(path).map_err(Failure::fatal)?,
+            path.clone(),
+        ),
+    };
+    let label = sink.label();
+    let mut body = response.into_body();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut received: u64 = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let count = match body.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => count,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let error = body.error(e);
+                // Bytes already on stdout cannot be taken back: no retry there.
+                let retry = http::is_transient(&error)
+                    && !(matches!(sink, Sink::Stdout(_)) && received > 0);
+                return Err(Failure {
+                    error,
+                    retry,
+                    retry_after: None,
+                });
+            }
+        };
+        let chunk = &buffer[..count];
+        received += count as u64;
+        if let Some(limit) = request.max_size {
+            if received > limit {
+                return Err(Failure::fatal(too_large(&final_url, received, limit)));
+            }
+        }
+        hasher.update(chunk);
+        let written = match &mut sink {
+            Sink::Stdout(out) => out.write_all(chunk),
+            Sink::File(file, _) => file.write_all(chunk),
+        };
+        written.map_err(|e| Failure::fatal(Error::io(&label, &e)))?;
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            progress(&label, received, total, started.elapsed());
+            if deadline.expired() {
+                return Err(Failure::fatal(
+                    deadline.timeout_error(format!("GET {final_url}")),
+                ));
+            }
+        }
+    }
+    let digest: [u8; 32] = hasher
+        .finish()
+        .as_ref()
+        .try_into()
+        .map_err(|_| Failure::fatal(Error::Internal("SHA-256 is not 32 bytes".into())))?;
+    if let Some(expected) = request.sha256 {
+        if digest != expected {
+            let kept = match &sink {
+                Sink::Stdout(_) => "",
+                Sink::File(..) => " (destination left unchanged)",
+            };
+            return Err(Failure::fatal(Error::Integrity(format!(
+                "GET {final_url}: SHA-256 mismatch: expected {}, got {}{kept}",
+                hex(&expected),
+                hex(&digest)
+            ))));
+        }
+    }
+    match sink {
+        Sink::Stdout(mut out) => out
+            .flush()
+            .map_err(|e| Failure::fatal(Error::io("stdout", &e)))?,
+        Sink::File(file, _) => file
+            .commit(request.mode, request.owner)
+            .map_err(Failure::fatal)?,
+    }
+    let elapsed = started.elapsed();
+    log::info(
+        &format!(
+            "{final_url} -> {label}: {} in {} ({}), sha256 {}",
+            human_size(received),
+            format_duration(elapsed),
+            rate(received, elapsed),
+            hex(&digest)
+        ),
+        &[
+            ("url", json!(final_url.to_string())),
+            ("output", json!(label)),
+            ("bytes", json!(received)),
+            ("elapsed_ms", json!(elapsed.as_millis() as u64)),
+            ("sha256", json!(hex(&digest))),
+        ],
+    );
+    Ok(())
+}
+
+fn too_large(url: &Url, size: u64, limit: u64) -> Error {
+    Error::Remote(format!(
+        "GET {url}: body larger than --max-size {} ({} or more)",
+        human_size(limit),
+        human_size(size)
+    ))
+}
+
+fn progress(label: &str, received: u64, total: Option<u64>, elapsed: Duration) {
+    let of = total
+        .map(|t| format!(" of {}", human_size(t)))
+        .unwrap_or_default();
+    log::info(
+        &format!(
+            "{label}: {}{of}, {}",
+            human_size(received),
+            rate(received, elapsed)
+        ),
+        &[
+            ("output", json!(label)),
+            ("bytes", json!(received)),
+            ("total", json!(total)),
+            ("elapsed_ms", json!(elapsed.as_millis() as u64)),
+        ],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_values_are_64_hex_digits() {
+        let text = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let digest = parse_sha256(text).unwrap();
+        assert_eq!(hex(&digest), text);
+        assert_eq!(parse_sha256(&format!("sha256:{text}")).unwrap(), digest);
+        assert!(parse_sha256("abc").is_err());
+        assert!(parse_sha256(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn sizes_print_in_binary_units() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn header_from_env_names_the_variable_not_its_value() {
+        let err = header_from_env("Authorization=INITBOX_TEST_UNSET_VARIABLE").unwrap_err();
+        assert!(err.to_string().contains("INITBOX_TEST_UNSET_VARIABLE"));
+        assert!(header_from_env("no-equals-sign").is_err());
+    }
+}

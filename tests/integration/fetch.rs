@@ -1,0 +1,721 @@
+//! `fetch` against a real nginx on loopback (plain and HTTPS with a CA made by the openssl CLI),
+//! plus a small raw-socket HTTP/1.1 server for the misbehaviours nginx will not produce: a 500
+//! followed by success, and a body that stalls half-way.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::util::{free_port, initbox, require_tool, scratch_pid1, wait_until, Scratch, TempDir};
+
+const HELLO: &str = "hello from nginx\n";
+/// SHA-256 of 64 KiB of zero bytes.
+const ZEROS_64K_SHA256: &str = "de2f256064a0af797747c2b97505dc0b9f3df0de4f489eac731c23ae9ca9cc31";
+/// SHA-256 of 1 GiB of zero bytes.
+const ZEROS_1G_SHA256: &str = "49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14";
+
+/// A CA and a server certificate for 127.0.0.1 (IP SAN only, so `localhost` is a name mismatch).
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(require_tool("openssl"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=initbox test CA",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=initbox test server",
+    ]);
+    openssl(dir, &csr);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    }
+}
+
+/// nginx on two free loopback ports (plain and TLS), its files under `www`; stopped on drop.
+struct Nginx {
+    child: Child,
+    dir: TempDir,
+    port: u16,
+    tls_port: u16,
+    pki: Pki,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let nginx = require_tool("nginx");
+        let dir = TempDir::new("nginx");
+        let www = dir.join("www");
+        fs::create_dir_all(www.join("slow")).unwrap();
+        fs::write(www.join("hello.txt"), HELLO).unwrap();
+        fs::write(www.join("zeros.bin"), vec![0u8; 65536]).unwrap();
+        let text: String = (0..2000)
+            .map(|i| format!("line {i} of a compressible file\n"))
+            .collect();
+        fs::write(www.join("text.txt"), text).unwrap();
+        let pki = make_pki(dir.path());
+        let (port, tls_port) = (free_port(), free_port());
+        let d = dir.path().display();
+        let config = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    types {{ text/plain txt; application/octet-stream bin; }}
+    gzip on;
+    gzip_types text/plain;
+    gzip_min_length 1;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/www;
+        location = /redirect1 {{ return 302 /redirect2; }}
+        location = /redirect2 {{ return 301 /hello.txt; }}
+        location = /redirect-loop {{ return 302 /redirect-loop; }}
+        location = /to-auth {{ return 302 /auth; }}
+        location = /to-other-host {{ return 302 http://localhost:{port}/auth; }}
+        location = /auth {{ default_type text/plain; return 200 "authorization=[$http_authorization] key=[$http_x_api_key]\n"; }}
+        location = /status500 {{ return 500; }}
+        location /slow/ {{ limit_rate 256k; }}
+    }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {d}/www;
+        location = /to-http {{ return 302 http://127.0.0.1:{port}/hello.txt; }}
+    }}
+}}
+"#,
+            cert = pki.cert.display(),
+            key = pki.key.display(),
+        );
+        let conf = dir.join("nginx.conf");
+        fs::write(&conf, config).unwrap();
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = Nginx {
+            child,
+            dir,
+            port,
+            tls_port,
+            pki,
+        };
+        for p in [port, tls_port] {
+            wait_until("nginx to listen", Duration::from_secs(10), || {
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    let log = fs::read_to_string(server.dir.join("error.log")).unwrap_or_default();
+                    panic!("nginx exited with {status}: {log}");
+                }
+                TcpStream::connect(("127.0.0.1", p)).is_ok()
+            });
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn tls_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.tls_port)
+    }
+
+    fn www(&self, rel: &str) -> PathBuf {
+        self.dir.join("www").join(rel)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP/1.1 server on loopback whose every connection is handled by `respond(n, stream)`
+/// (n counts from 0); stopped on drop.
+struct RawServer {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RawServer {
+    fn start(respond: fn(usize, &mut TcpStream, &AtomicBool)) -> RawServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopping) = (Arc::clone(&connections), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        // One thread per connection, so a stalling reply does not hold up
+                        // the next attempt.
+                        let n = count.fetch_add(1, Ordering::SeqCst);
+                        let stopping = Arc::clone(&stopping);
+                        thread::spawn(move || {
+                            stream.set_nonblocking(false).unwrap();
+                            stream
+                                .set_read_timeout(Some(Duration::from_secs(5)))
+                                .unwrap();
+                            read_request_head(&mut stream);
+                            respond(n, &mut stream, &stopping);
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        RawServer {
+            port,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn read_request_head(stream: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn downloads_atomically_with_mode() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-ok");
+    let dest = out.join("hello.txt");
+    let url = nginx.url("/hello.txt");
+    initbox(["fetch", url.as_str(), "-o"]).run().code(64);
+    initbox([
+        "fetch",
+        &url,
+        "-o",
+        dest.to_str().unwrap(),
+        "--mode",
+        "0600",
+    ])
+    .run()
+    .success()
+    .stderr_has("sha256");
+    assert_eq!(fs::read_to_string(&dest).unwrap(), HELLO);
+    assert_eq!(
+        fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(out.names(), ["hello.txt"]);
+    // A restarted pod runs the same fetch again: it succeeds and replaces the file.
+    initbox(["fetch", &url, "-o", dest.to_str().unwrap()])
+        .run()
+        .success();
+    assert_eq!(
+        fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o644
+    );
+    initbox(["fetch", &url, "-o", "-"])
+        .run()
+        .success()
+        .stdout_has(HELLO);
+}
+
+#[test]
+fn not_found_exits_76_and_writes_nothing() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-404");
+    let dest = out.join("missing");
+    initbox([
+        "fetch",
+        &nginx.url("/missing"),
+        "-o",
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .code(76)
+    .stderr_has("HTTP 404 Not Found")
+    .stderr_lacks("retrying");
+    assert!(out.names().is_empty());
+}
+
+#[test]
+fn redirect_chain_is_followed_and_loops_stop() {
+    let nginx = Nginx::start();
+    initbox(["fetch", &nginx.url("/redirect1"), "-o", "-"])
+        .run()
+        .success()
+        .stdout_has(HELLO)
+        .stderr_has("redirected (302)");
+    initbox(["fetch", &nginx.url("/redirect-loop"), "-o", "-"])
+        .run()
+        .code(76)
+        .stderr_has("more than 10 redirects");
+}
+
+#[test]
+fn credentials_are_dropped_when_a_redirect_leaves_the_host() {
+    let nginx = Nginx::start();
+    let with_user = |path: &str| format!("http://user:pw@127.0.0.1:{}{path}", nginx.port);
+    // Same host: userinfo becomes basic auth, the API key header is kept.
+    initbox([
+        "fetch",
+        &with_user("/to-auth"),
+        "-o",
+        "-",
+        "--header",
+        "X-Api-Key: k1",
+    ])
+    .run()
+    .success()
+    .stdout_has("authorization=[Basic dXNlcjpwdw==] key=[k1]");
+    // 127.0.0.1 -> localhost: another host, so neither is sent there.
+    initbox([
+        "fetch",
+        &with_user("/to-other-host"),
+        "-o",
+        "-",
+        "--header",
+        "X-Api-Key: k1",
+    ])
+    .run()
+    .success()
+    .stdout_has("authorization=[] key=[]");
+}
+
+#[test]
+fn https_verifies_against_ca_file_and_refuses_downgrade() {
+    let nginx = Nginx::start();
+    let ca = nginx.pki.ca.to_str().unwrap().to_string();
+    initbox(["fetch", &nginx.tls_url("/hello.txt"), "-o", "-"])
+        .run()
+        .code(78)
+        .stderr_has("unknown issuer")
+        .stderr_has("--ca-file");
+    initbox([
+        "fetch",
+        &nginx.tls_url("/hello.txt"),
+        "-o",
+        "-",
+        "--ca-file",
+        &ca,
+    ])
+    .run()
+    .success()
+    .stdout_has(HELLO);
+    initbox([
+        "fetch",
+        &nginx.tls_url("/hello.txt"),
+        "-o",
+        "-",
+        "--ca-file",
+        &ca,
+        "--ca-file-only",
+    ])
+    .run()
+    .success();
+    initbox(["fetch", &nginx.tls_url("/hello.txt"), "-o", "-"])
+        .env("SSL_CERT_FILE", &ca)
+        .run()
+        .success();
+    let by_name = format!("https://localhost:{}/hello.txt", nginx.tls_port);
+    initbox(["fetch", &by_name, "-o", "-", "--ca-file", &ca])
+        .run()
+        .code(78)
+        .stderr_has("name mismatch");
+    initbox([
+        "fetch",
+        &nginx.tls_url("/to-http"),
+        "-o",
+        "-",
+        "--ca-file",
+        &ca,
+    ])
+    .run()
+    .code(76)
+    .stderr_has("refusing the redirect from https to http");
+}
+
+#[test]
+fn checksum_mismatch_exits_79_and_keeps_the_old_file() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-sha");
+    let dest = out.join("zeros.bin");
+    fs::write(&dest, "old").unwrap();
+    let url = nginx.url("/zeros.bin");
+    let wrong = "0".repeat(64);
+    initbox([
+        "fetch",
+        &url,
+        "-o",
+        dest.to_str().unwrap(),
+        "--sha256",
+        &wrong,
+    ])
+    .run()
+    .code(79)
+    .stderr_has("SHA-256 mismatch")
+    .stderr_has(ZEROS_64K_SHA256);
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "old");
+    assert_eq!(out.names(), ["zeros.bin"]);
+    initbox([
+        "fetch",
+        &url,
+        "-o",
+        dest.to_str().unwrap(),
+        "--sha256",
+        ZEROS_64K_SHA256,
+    ])
+    .run()
+    .success();
+    assert_eq!(fs::read(&dest).unwrap(), vec![0u8; 65536]);
+}
+
+#[test]
+fn max_size_aborts_with_76() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-max");
+    let dest = out.join("zeros.bin");
+    initbox([
+        "fetch",
+        &nginx.url("/zeros.bin"),
+        "-o",
+        dest.to_str().unwrap(),
+        "--max-size",
+        "1K",
+    ])
+    .run()
+    .code(76)
+    .stderr_has("--max-size");
+    assert!(out.names().is_empty());
+}
+
+#[test]
+fn gzip_content_encoding_is_decoded() {
+    let nginx = Nginx::start();
+    let url = nginx.url("/text.txt");
+    // The test must be able to fail: first make sure nginx really compresses this file.
+    let head = Command::new(require_tool("curl"))
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            "Accept-Encoding: gzip",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let out = TempDir::new("fetch-gzip");
+    let dest = out.join("text.txt");
+    initbox(["fetch", &url, "-o", dest.to_str().unwrap()])
+        .run()
+        .success();
+    assert_eq!(
+        fs::read(&dest).unwrap(),
+        fs::read(nginx.www("text.txt")).unwrap()
+    );
+}
+
+#[test]
+fn server_error_then_success_is_retried() {
+    let server = RawServer::start(|n, stream, _| {
+        let reply: &[u8] = if n == 0 {
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+        };
+        let _ = stream.write_all(reply);
+    });
+    initbox(["fetch", &server.url("/flaky"), "-o", "-"])
+        .run()
+        .success()
+        .stdout_has("ok\n")
+        .stderr_has("HTTP 500 Internal Server Error; retrying in");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let server = RawServer::start(|n, stream, _| {
+        let reply: &[u8] = if n == 0 {
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+        };
+        let _ = stream.write_all(reply);
+    });
+    initbox(["fetch", &server.url("/busy"), "-o", "-"])
+        .run()
+        .success()
+        .stderr_has("retrying in 1s");
+}
+
+#[test]
+fn a_stalled_body_is_cut_off_retried_and_leaves_no_temporary() {
+    let server = RawServer::start(|_, stream, stop| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        let _ = stream.write_all(&[b'x'; 1000]);
+        let started = Instant::now();
+        while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let out = TempDir::new("fetch-stall");
+    let dest = out.join("stalled");
+    let url = server.url("/stall");
+    initbox([
+        "fetch",
+        &url,
+        "-o",
+        dest.to_str().unwrap(),
+        "--read-timeout",
+        "300ms",
+        "--retries",
+        "1",
+    ])
+    .run()
+    .code(124)
+    .stderr_has("sent nothing for 300ms")
+    .stderr_has("retrying");
+    assert!(out.names().is_empty(), "{:?}", out.names());
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-secrets");
+    let token = out.join("token");
+    fs::write(&token, "TOKENSECRET\n").unwrap();
+    for format in ["text", "json"] {
+        for path in ["/status500", "/missing", "/redirect1", "/to-other-host"] {
+            let url = format!(
+                "http://user:URLSECRET@127.0.0.1:{}{path}?token=QUERYSECRET",
+                nginx.port
+            );
+            let outcome = initbox([
+                "fetch",
+                &url,
+                "-o",
+                "-",
+                "--log-format",
+                format,
+                "--retries",
+                "1",
+                "--header-from-env",
+                "X-Api-Key=FETCH_TEST_KEY",
+                "--bearer-file",
+                token.to_str().unwrap(),
+            ])
+            .env("FETCH_TEST_KEY", "ENVSECRET")
+            .env("INITBOX_LOG_FORMAT", format)
+            .run();
+            outcome.stderr_has("127.0.0.1");
+            for secret in [
+                "URLSECRET",
+                "QUERYSECRET",
+                "ENVSECRET",
+                "TOKENSECRET",
+                "dXNlcjpVUkxTRUNSRVQ",
+            ] {
+                outcome.stderr_lacks(secret);
+            }
+        }
+    }
+    // Usage errors that quote a URL or header mask them too.
+    initbox(["fetch", "ftp://u:URLSECRET@h/", "-o", "-"])
+        .run()
+        .code(64)
+        .stderr_lacks("URLSECRET");
+}
+
+#[test]
+fn a_1gib_download_streams_in_constant_memory() {
+    let nginx = Nginx::start();
+    let big = fs::File::create(nginx.www("big.bin")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    let stderr = TempDir::new("fetch-big");
+    let log = stderr.join("stderr");
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(crate::util::bin())
+        .args([
+            "fetch",
+            &nginx.url("/big.bin"),
+            "-o",
+            "-",
+            "--sha256",
+            ZEROS_1G_SHA256,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Reaped by wait4 below, which also reports the peak RSS; `Child::wait` cannot.
+    let pid = child.id() as libc::pid_t;
+    std::mem::forget(child);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped; status and usage are valid for writes.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let stderr_text = fs::read_to_string(&log).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status}: {stderr_text}"
+    );
+    assert!(stderr_text.contains("1.0 GiB"), "{stderr_text}");
+    let peak_kib = usage.ru_maxrss;
+    assert!(
+        peak_kib < 16 * 1024,
+        "peak RSS {peak_kib} KiB: {stderr_text}"
+    );
+}
+
+#[test]
+fn sigterm_as_pid1_removes_the_temporary_and_keeps_the_old_file() {
+    if !crate::util::have_root("sigterm_as_pid1_removes_the_temporary_and_keeps_the_old_file") {
+        return;
+    }
+    let nginx = Nginx::start();
+    fs::write(nginx.www("slow/big.bin"), vec![7u8; 8 << 20]).unwrap();
+    let scratch = Scratch::new().file("data/config", "old");
+    let data = scratch.root.join("data");
+    let running = scratch
+        .initbox(["fetch", &nginx.url("/slow/big.bin"), "-o", "/data/config"])
+        .spawn();
+    let pid1 = scratch_pid1(&running);
+    wait_until("the temporary file", Duration::from_secs(10), || {
+        dir_names(&data).len() == 2
+    });
+    running.signal(libc::SIGTERM, pid1);
+    let outcome = running.finish();
+    outcome.code(143).stderr_has("SIGTERM");
+    assert_eq!(dir_names(&data), ["config"]);
+    assert_eq!(fs::read_to_string(data.join("config")).unwrap(), "old");
+}
