@@ -3,7 +3,13 @@
 use crate::util::{initbox, TempDir};
 use std::process::Command;
 
-pub const APPLETS: &[&str] = &["wait-tcp", "fetch", "render-template", "chmod-tree", "sysctl"];
+pub const APPLETS: &[&str] = &[
+    "wait-tcp",
+    "fetch",
+    "render-template",
+    "chmod-tree",
+    "sysctl",
+];
 
 #[test]
 fn no_arguments_and_help_list_every_applet() {
