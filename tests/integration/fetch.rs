@@ -106,7 +106,7 @@ fn make_pki(dir: &Path) -> Pki {
 }
 
 /// nginx on two free loopback ports (plain and TLS), its files under `www`; stopped on drop.
-struct Nginx {
+pub struct Nginx {
     child: Child,
     dir: TempDir,
     port: u16,
@@ -115,7 +115,7 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start() -> Nginx {
+    pub fn start() -> Nginx {
         let nginx = require_tool("nginx");
         let dir = TempDir::new("nginx");
         let www = dir.join("www");
@@ -202,15 +202,15 @@ http {{
         server
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn tls_url(&self, path: &str) -> String {
+    pub fn tls_url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.tls_port)
     }
 
-    fn www(&self, rel: &str) -> PathBuf {
+    pub fn www(&self, rel: &str) -> PathBuf {
         self.dir.join("www").join(rel)
     }
 }
@@ -268,7 +268,7 @@ impl RawServer {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
@@ -667,7 +667,14 @@ fn a_1gib_download_streams_in_constant_memory() {
         .arg(&rss)
         .args(["-f", "%M"])
         .arg(crate::util::bin())
-        .args(["fetch", &nginx.url("/big.bin"), "-o", "-", "--sha256", ZEROS_1G_SHA256])
+        .args([
+            "fetch",
+            &nginx.url("/big.bin"),
+            "-o",
+            "-",
+            "--sha256",
+            ZEROS_1G_SHA256,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())

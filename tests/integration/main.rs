@@ -7,6 +7,7 @@ mod chmod_tree;
 mod dispatch;
 mod docker;
 mod examples;
+mod exit_codes;
 mod fetch;
 mod render_template;
 mod signals;

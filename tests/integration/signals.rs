@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::util::{have_root, scratch_pid1, wait_until, Scratch};
 
-fn stop_waiting_pid1(signal: i32, expected_code: i32) {
+pub fn stop_waiting_pid1(signal: i32, expected_code: i32) {
     // No network at all: wait-tcp would wait until its (long) deadline.
     let scratch = Scratch::new().isolated_network(false);
     let running = scratch

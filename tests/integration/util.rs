@@ -164,6 +164,17 @@ impl Cmd {
         self
     }
 
+    /// Sends stdout to `file` instead of capturing it, e.g. /dev/full to make writes fail.
+    pub fn stdout_file(mut self, file: fs::File) -> Cmd {
+        self.command.stdout(file);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Cmd {
+        self.command.env_remove(key);
+        self
+    }
+
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Cmd {
         self.command.current_dir(dir);
         self
