@@ -774,8 +774,9 @@ mod tests {
 
     #[test]
     fn self_amplifying_assignments_are_bounded_found_by_fuzzing() {
-        // Each level multiplies the last by 400: unchecked, 2 KiB of template built 640 MB of
-        // values in memory. Now C (1.6 MB) is refused, and D, made of empty Cs, is empty.
+        // Caught by the output bound of fuzz/fuzz_targets/render_template.rs. Each level
+        // multiplies the last by 400: unchecked, 2 KiB of template built 640 MB of values in
+        // memory. Now C (1.6 MB) is refused, and D, made of empty Cs, is empty.
         let template = format!(
             "${{A:=xxxxxxxxxx}}${{B:={}}}${{C:={}}}${{D:={}}}",
             "$A".repeat(400),
