@@ -41,6 +41,13 @@ pub const MAX_REFERENCE: usize = 64 * 1024;
 pub const MAX_ERRORS: usize = 100;
 /// How deeply defaults may nest (`${A:-${B:-${C}}}` is 3), which bounds the stack.
 pub const MAX_NESTING: usize = 32;
+/// The longest expansion of one default, assigned or alternative word; longer is an error.
+/// Together with [`MAX_ASSIGNED`] this keeps a small template from building huge values out of
+/// its own (`${B:=$A$A$A...}${C:=$B$B$B...}` grows geometrically): memory stays bounded by
+/// these, not by what the template asks for.
+pub const MAX_WORD: usize = 1024 * 1024;
+/// The most bytes `${VAR:=word}` and `${VAR=word}` may assign in one template, in all.
+pub const MAX_ASSIGNED: usize = 16 * 1024 * 1024;
 
 /// Where something is in a template: 1-based line, and column counted in characters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +197,7 @@ pub fn render(
         position: Position::START,
         errors: Vec::new(),
         depth: 0,
+        assigned: 0,
     };
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + MAX_REFERENCE);
     loop {
@@ -247,6 +255,30 @@ struct Renderer<'a> {
     position: Position,
     errors: Vec<TemplateError>,
     depth: usize,
+    /// Bytes assigned by `:=` and `=` so far, against [`MAX_ASSIGNED`].
+    assigned: usize,
+}
+
+/// The expansion of a word, which keeps at most [`MAX_WORD`] bytes and notes if there was more.
+#[derive(Default)]
+struct Word {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl Write for Word {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.overflowed || self.bytes.len() + buf.len() > MAX_WORD {
+            self.overflowed = true;
+        } else {
+            self.bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn is_name_start(byte: u8) -> bool {
@@ -424,7 +456,16 @@ impl Renderer<'_> {
             Operator::Default | Operator::Assign if use_word => {
                 let expanded = self.expand_word(word, word_position)?;
                 if operator == Operator::Assign {
-                    self.values.set(name, expanded.as_slice());
+                    if self.assigned + expanded.len() > MAX_ASSIGNED {
+                        let message = format!(
+                            "{name}: the template assigns more than {} MiB in all",
+                            MAX_ASSIGNED >> 20
+                        );
+                        self.error(start, message);
+                    } else {
+                        self.assigned += expanded.len();
+                        self.values.set(name, expanded.as_slice());
+                    }
                 }
                 output.write_all(&expanded)?;
             }
@@ -476,14 +517,14 @@ impl Renderer<'_> {
 
     /// Expands a default or alternative word, which is complete (its `}` was found).
     fn expand_word(&mut self, word: &[u8], position: Position) -> io::Result<Vec<u8>> {
-        let mut expanded = Vec::new();
         if self.depth >= MAX_NESTING {
             self.error(
                 position,
                 format!("references nest deeper than {MAX_NESTING} levels"),
             );
-            return Ok(expanded);
+            return Ok(Vec::new());
         }
+        let mut expanded = Word::default();
         let outer = self.position;
         self.position = position;
         self.depth += 1;
@@ -491,7 +532,12 @@ impl Renderer<'_> {
         self.depth -= 1;
         self.position = outer;
         result?;
-        Ok(expanded)
+        if expanded.overflowed {
+            let message = format!("this word expands to more than {} MiB", MAX_WORD >> 20);
+            self.error(position, message);
+            return Ok(Vec::new());
+        }
+        Ok(expanded.bytes)
     }
 }
 
@@ -724,6 +770,38 @@ mod tests {
         // Within the bound, a long default is fine.
         let fits = format!("${{UNSET:-{}}}", "y".repeat(MAX_REFERENCE - 20));
         assert_eq!(ok(&fits).len(), MAX_REFERENCE - 20);
+    }
+
+    #[test]
+    fn self_amplifying_assignments_are_bounded_found_by_fuzzing() {
+        // Caught by the output bound of fuzz/fuzz_targets/render_template.rs. Each level
+        // multiplies the last by 400: unchecked, 2 KiB of template built 640 MB of values in
+        // memory. Now C (1.6 MB) is refused, and D, made of empty Cs, is empty.
+        let template = format!(
+            "${{A:=xxxxxxxxxx}}${{B:={}}}${{C:={}}}${{D:={}}}",
+            "$A".repeat(400),
+            "$B".repeat(400),
+            "$C".repeat(400)
+        );
+        let mut values = values();
+        let (output, found) = render_bytes(template.as_bytes(), &mut values, &Options::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        let c_word = 1 + "${A:=xxxxxxxxxx}".len() + 806 + "${C:=".len();
+        assert_eq!(found[0].position.column, c_word as u64);
+        assert!(found[0].message.contains("more than 1 MiB"), "{found:?}");
+        assert_eq!(output.len(), 10 + 4000);
+        assert_eq!(values.get("D"), Some(&b""[..]));
+
+        // Many names, each within the bound, still meet the total.
+        let mut values = Values::default();
+        values.set("BIG", vec![b'x'; MAX_WORD]);
+        let many: String = (0..20).map(|n| format!("${{N{n}:=$BIG}}")).collect();
+        let (_, found) = render_bytes(many.as_bytes(), &mut values, &Options::default());
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found[0]
+            .message
+            .starts_with("N16: the template assigns more than 16 MiB"));
+        assert_eq!(values.get("N16"), None);
     }
 
     #[test]
