@@ -27,12 +27,16 @@ fn docker_ok(args: &[&str]) -> String {
     stdout
 }
 
-fn docker_available(test: &str) -> bool {
+/// A lab with the initbox image built, or `None` (test skipped, reason printed) without Docker.
+fn lab_with_image(test: &str) -> Option<(Lab, String)> {
     let (ok, _, stderr) = docker(&["info", "--format", "{{.ServerVersion}}"]);
     if !ok {
         eprintln!("SKIP {test}: no Docker engine here (docker info: {stderr})");
+        return None;
     }
-    ok
+    let mut lab = Lab::new(test);
+    let image = lab.initbox_image();
+    Some((lab, image))
 }
 
 /// Names the objects of one test and removes them when dropped.
@@ -46,7 +50,11 @@ struct Lab {
 impl Lab {
     fn new(test: &str) -> Lab {
         Lab {
-            prefix: format!("initbox-test-{test}-{}", std::process::id()),
+            prefix: format!(
+                "initbox-test-{}-{}",
+                test.replace('_', "-"),
+                std::process::id()
+            ),
             images: Vec::new(),
             containers: Vec::new(),
             networks: Vec::new(),
@@ -126,11 +134,9 @@ impl Drop for Lab {
 
 #[test]
 fn image_runs_version_and_is_the_binary() {
-    if !docker_available("image_runs_version_and_is_the_binary") {
+    let Some((_lab, image)) = lab_with_image("image_runs_version_and_is_the_binary") else {
         return;
-    }
-    let mut lab = Lab::new("version");
-    let image = lab.initbox_image();
+    };
     let out = docker_ok(&["run", "--rm", &image, "--version"]);
     assert!(out.contains("applets: wait-tcp"), "{out}");
     let size: u64 = docker_ok(&["image", "inspect", "--format", "{{.Size}}", &image])
@@ -148,11 +154,11 @@ fn image_runs_version_and_is_the_binary() {
 
 #[test]
 fn wait_tcp_finds_a_late_database_through_docker_dns() {
-    if !docker_available("wait_tcp_finds_a_late_database_through_docker_dns") {
+    let Some((mut lab, image)) =
+        lab_with_image("wait_tcp_finds_a_late_database_through_docker_dns")
+    else {
         return;
-    }
-    let mut lab = Lab::new("dns");
-    let image = lab.initbox_image();
+    };
     let db_image = lab.listener_image();
     let network = lab.network();
     let waiter = lab.container("waiter");
@@ -190,11 +196,9 @@ fn wait_tcp_finds_a_late_database_through_docker_dns() {
 
 #[test]
 fn docker_stop_is_obeyed_at_once_with_143() {
-    if !docker_available("docker_stop_is_obeyed_at_once_with_143") {
+    let Some((mut lab, image)) = lab_with_image("docker_stop_is_obeyed_at_once_with_143") else {
         return;
-    }
-    let mut lab = Lab::new("stop");
-    let image = lab.initbox_image();
+    };
     let waiter = lab.container("waiter");
     docker_ok(&[
         "run",
@@ -215,4 +219,64 @@ fn docker_stop_is_obeyed_at_once_with_143() {
     assert_eq!(code, "143");
     // Far from the 10 s after which docker would have used SIGKILL.
     assert!(stopped_after < Duration::from_secs(3), "{stopped_after:?}");
+}
+
+#[test]
+fn fetch_in_a_container_trusts_a_mounted_ca_file() {
+    let Some((_lab, image)) = lab_with_image("fetch_in_a_container_trusts_a_mounted_ca_file")
+    else {
+        return;
+    };
+    let nginx = crate::fetch::Nginx::start();
+    let volume = TempDir::new("docker-fetch");
+    // The image runs as 65532: let it write into the mounted directory.
+    std::fs::set_permissions(
+        volume.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::copy(nginx.ca_file(), volume.join("ca.pem")).unwrap();
+    let mount = format!("{}:/work", volume.path().display());
+    // Host networking keeps the traffic on loopback, where the test's nginx listens.
+    docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-v",
+        &mount,
+        &image,
+        "fetch",
+        &nginx.tls_url("/hello.txt"),
+        "-o",
+        "/work/hello.txt",
+        "--ca-file",
+        "/work/ca.pem",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(volume.join("hello.txt")).unwrap(),
+        std::fs::read_to_string(nginx.www("hello.txt")).unwrap()
+    );
+    // Without the CA file only the embedded roots are trusted: 78, nothing written.
+    let (ok, _, stderr) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-v",
+        &mount,
+        &image,
+        "fetch",
+        &nginx.tls_url("/hello.txt"),
+        "-o",
+        "/work/again.txt",
+        "--retries",
+        "0",
+    ]);
+    assert!(!ok, "an untrusted certificate was accepted");
+    assert!(
+        stderr.contains("certificate not trusted (unknown issuer)"),
+        "{stderr}"
+    );
+    assert!(!volume.join("again.txt").exists());
 }

@@ -210,6 +210,11 @@ http {{
         format!("https://127.0.0.1:{}{path}", self.tls_port)
     }
 
+    /// The CA certificate that signed the TLS server's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.pki.ca
+    }
+
     pub fn www(&self, rel: &str) -> PathBuf {
         self.dir.join("www").join(rel)
     }
