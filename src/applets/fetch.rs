@@ -9,7 +9,10 @@
 //! itself (trust, proxies, redirects, error mapping) lives in `http.rs`.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -345,10 +348,78 @@ fn read_bearer(path: &std::path::Path) -> Result<Header, Error> {
     Ok(header)
 }
 
-/// Where the body goes during one attempt.
+/// Where the body goes during one attempt. Stdout is written through a duplicate of its
+/// descriptor: std's `Stdout` is line-buffered and would scan every chunk for newlines.
 enum Sink {
-    Stdout(std::io::Stdout),
+    Stdout(std::fs::File),
     File(AtomicFile, PathBuf),
+}
+
+/// How many body buffers may be in flight between the download and the hashing thread.
+const BUFFERS_IN_FLIGHT: usize = 4;
+
+/// SHA-256 of the body on its own thread: hashing overlaps the network and disk I/O instead of
+/// adding to it (it is the largest cost of a fast local download). Buffers go back and forth, so
+/// memory stays at `BUFFERS_IN_FLIGHT` buffers.
+struct BackgroundSha256 {
+    to_hasher: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
+    spare: mpsc::Receiver<Vec<u8>>,
+    allocated: usize,
+    hasher: Option<thread::JoinHandle<[u8; 32]>>,
+}
+
+impl BackgroundSha256 {
+    fn start() -> Result<BackgroundSha256, Error> {
+        let (to_hasher, chunks) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS_IN_FLIGHT);
+        let (give_back, spare) = mpsc::channel();
+        let hasher = thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+                for (buffer, len) in chunks {
+                    context.update(&buffer[..len]);
+                    // The downloader may be gone after an error; the buffer is then just freed.
+                    let _ = give_back.send(buffer);
+                }
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(context.finish().as_ref());
+                digest
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the hashing thread: {e}")))?;
+        Ok(BackgroundSha256 {
+            to_hasher: Some(to_hasher),
+            spare,
+            allocated: 0,
+            hasher: Some(hasher),
+        })
+    }
+
+    /// A buffer to read the next chunk into: a returned one, or a new one while fewer than
+    /// `BUFFERS_IN_FLIGHT` exist.
+    fn buffer(&mut self) -> Vec<u8> {
+        if let Ok(buffer) = self.spare.try_recv() {
+            return buffer;
+        }
+        if self.allocated < BUFFERS_IN_FLIGHT {
+            self.allocated += 1;
+            return vec![0u8; BUFFER_SIZE];
+        }
+        self.spare.recv().unwrap_or_else(|_| vec![0u8; BUFFER_SIZE])
+    }
+
+    fn update(&mut self, buffer: Vec<u8>, len: usize) {
+        if let Some(to_hasher) = &self.to_hasher {
+            let _ = to_hasher.send((buffer, len));
+        }
+    }
+
+    fn finish(mut self) -> Result<[u8; 32], Error> {
+        drop(self.to_hasher.take());
+        self.hasher
+            .take()
+            .and_then(|hasher| hasher.join().ok())
+            .ok_or_else(|| Error::Internal("the hashing thread failed".into()))
+    }
 }
 
 impl Sink {
@@ -380,7 +451,13 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
         }
     }
     let mut sink = match &request.destination {
-        Destination::Stdout => Sink::Stdout(std::io::stdout()),
+        Destination::Stdout => Sink::Stdout(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+                .map_err(|e| Failure::fatal(Error::io("stdout", &e)))?,
+        ),
         Destination::File(path) => Sink::File(
             AtomicFile::create(path).map_err(Failure::fatal)?,
             path.clone(),
@@ -388,11 +465,11 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
     };
     let label = sink.label();
     let mut body = response.into_body();
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut hasher = BackgroundSha256::start().map_err(Failure::fatal)?;
     let mut received: u64 = 0;
     let mut last_progress = Instant::now();
     loop {
+        let mut buffer = hasher.buffer();
         let count = match body.read(&mut buffer) {
             Ok(0) => break,
             Ok(count) => count,
@@ -416,12 +493,12 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
                 return Err(Failure::fatal(too_large(&final_url, received, limit)));
             }
         }
-        hasher.update(chunk);
         let written = match &mut sink {
             Sink::Stdout(out) => out.write_all(chunk),
             Sink::File(file, _) => file.write_all(chunk),
         };
         written.map_err(|e| Failure::fatal(Error::io(&label, &e)))?;
+        hasher.update(buffer, count);
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             progress(&label, received, total, started.elapsed());
@@ -432,11 +509,7 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
             }
         }
     }
-    let digest: [u8; 32] = hasher
-        .finish()
-        .as_ref()
-        .try_into()
-        .map_err(|_| Failure::fatal(Error::Internal("SHA-256 is not 32 bytes".into())))?;
+    let digest = hasher.finish().map_err(Failure::fatal)?;
     if let Some(expected) = request.sha256 {
         if digest != expected {
             let kept = match &sink {
