@@ -7,6 +7,8 @@ use crate::cli::Args;
 use crate::error::Error;
 use crate::supervisor::Job;
 
+#[cfg(feature = "git-shallow")]
+pub mod git;
 #[cfg(feature = "wait-tcp")]
 pub mod wait_tcp;
 
