@@ -5,6 +5,8 @@ pub mod applets;
 pub mod atomic;
 pub mod cli;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod log;
 pub mod net;
 pub mod retry;
