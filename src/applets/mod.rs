@@ -33,6 +33,14 @@ pub const APPLETS: &[Applet] = &[
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
     },
+    #[cfg(feature = "git-shallow")]
+    Applet {
+        name: "git-shallow",
+        summary: "check out one commit of a git repository over HTTP(S), with no git installed",
+        usage: git::USAGE,
+        default_timeout: Some(git::DEFAULT_TIMEOUT),
+        parse: git::parse,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Applet> {

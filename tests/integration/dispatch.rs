@@ -3,7 +3,7 @@
 use crate::util::{initbox, TempDir};
 use std::process::Command;
 
-const APPLETS: &[&str] = &["wait-tcp"];
+const APPLETS: &[&str] = &["wait-tcp", "git-shallow"];
 
 #[test]
 fn no_arguments_and_help_list_every_applet() {

@@ -4,3 +4,5 @@
 mod util;
 
 mod dispatch;
+mod git_server;
+mod git_shallow;

@@ -2,25 +2,13 @@
 //! then `fetch` with `deepen`) and the v0/v1 fallback (`gitprotocol-http`, `gitprotocol-pack`:
 //! the `info/refs` advertisement, then `want`/`deepen`/`done`).
 //!
-//! Only requests and responses live here; the HTTP exchange is behind [`Transport`], so the
-//! parsing is tested against byte streams captured from real `git http-backend` runs.
+//! Only requests and responses live here (the HTTP exchange is in `mod.rs`), so the parsing is
+//! tested against byte streams captured from real `git http-backend` runs.
 
 use std::io::Read;
 
 use super::pack::{hex, parse_hex, Oid};
 use super::pktline::{write_delim, write_flush, write_line, Packet, PktError, PktReader, SideBand};
-
-/// One smart-HTTP request; the implementation maps HTTP failures to initbox errors itself.
-pub trait Transport {
-    /// `GET {url}/info/refs?service=git-upload-pack`.
-    fn advertisement(&mut self, v2: bool) -> Result<Box<dyn Read + Send>, crate::error::Error>;
-    /// `POST {url}/git-upload-pack` with a request body.
-    fn upload_pack(
-        &mut self,
-        v2: bool,
-        body: Vec<u8>,
-    ) -> Result<Box<dyn Read + Send>, crate::error::Error>;
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ref {
