@@ -140,12 +140,12 @@ fn serve(
         let ls_refs = body.windows(15).any(|w| w == b"command=ls-refs");
         match &behaviour.upload_pack_body {
             Some(crafted) if fetch && !ls_refs => {
-            write!(
+                write!(
                 out,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 crafted.len()
             )?;
-            return out.write_all(crafted);
+                return out.write_all(crafted);
             }
             _ => {}
         }
@@ -245,7 +245,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new(require_tool("git"))
         .current_dir(dir)
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(["-c", "init.defaultBranch=main", "-c", "protocol.file.allow=always"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
         .args(args)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("HOME", dir)
@@ -293,7 +298,10 @@ impl Repo {
 
     pub fn commit(&self, message: &str) -> String {
         git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
@@ -304,6 +312,9 @@ impl Repo {
             self.root.path(),
             &["clone", "-q", "--bare", "--no-local", "work", "repo.git"],
         );
-        git(&self.bare, &["config", "uploadpack.allowReachableSHA1InWant", "true"]);
+        git(
+            &self.bare,
+            &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+        );
     }
 }

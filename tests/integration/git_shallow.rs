@@ -132,9 +132,13 @@ fn no_temporaries(dir: &Path) {
     let names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("initbox"))
+        .filter(|n| n.contains("initbox-git"))
         .collect();
-    assert!(names.is_empty(), "left behind in {}: {names:?}", dir.display());
+    assert!(
+        names.is_empty(),
+        "left behind in {}: {names:?}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -180,7 +184,11 @@ fn v2_clone_of_head_matches_git_clone() {
     .stdout_has(&commits[2])
     .stderr_has("already holds");
     let after = server.requests.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(after - before <= 2, "fetched again ({} requests)", after - before);
+    assert!(
+        after - before <= 2,
+        "fetched again ({} requests)",
+        after - before
+    );
 }
 
 #[test]
@@ -335,8 +343,14 @@ fn mount_point_dest_with_read_only_parent_uses_a_temporary_inside() {
         c
     })
     .run();
-    out.success().stdout_has(&commits[2]).stderr_has("already holds");
-    assert!(!out.stdout.contains("initbox-git"), "temporary left: {}", out.stdout);
+    out.success()
+        .stdout_has(&commits[2])
+        .stderr_has("already holds");
+    assert!(
+        !out.stdout.contains("initbox-git"),
+        "temporary left: {}",
+        out.stdout
+    );
     assert!(out.stdout.contains("run.sh"));
 }
 
@@ -347,7 +361,10 @@ fn hostile_trees_are_refused_and_nothing_escapes() {
         ("dotgit", vec!["040000 tree {T}\t.git"]),
         ("DOTGIT", vec!["040000 tree {T}\t.GIT"]),
         ("ntfs", vec!["040000 tree {T}\tgit~1"]),
-        ("symlink-then-dir", vec!["120000 blob {L}\tesc", "040000 tree {T}\tesc"]),
+        (
+            "symlink-then-dir",
+            vec!["120000 blob {L}\tesc", "040000 tree {T}\tesc"],
+        ),
     ] {
         let repo = Repo::new("git-hostile");
         let w = &repo.work;
@@ -358,17 +375,28 @@ fn hostile_trees_are_refused_and_nothing_escapes() {
             &["hash-object", "-w", "--stdin"],
             outside.path().to_str().unwrap().as_bytes(),
         );
-        let t = git_stdin(w, &["mktree"], format!("100644 blob {a}\tfile\n").as_bytes());
+        let t = git_stdin(
+            w,
+            &["mktree"],
+            format!("100644 blob {a}\tfile\n").as_bytes(),
+        );
         let listing: String = entries
             .iter()
-            .map(|e| {
-                e.replace("{A}", &a).replace("{T}", &t).replace("{L}", &l) + "\n"
-            })
+            .map(|e| e.replace("{A}", &a).replace("{T}", &t).replace("{L}", &l) + "\n")
             .collect();
         let root = git_stdin(w, &["mktree", "--missing"], listing.as_bytes());
         let commit = git_stdin(
             w,
-            &["-c", "user.name=T", "-c", "user.email=t@e", "commit-tree", &root, "-m", case],
+            &[
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@e",
+                "commit-tree",
+                &root,
+                "-m",
+                case,
+            ],
             b"",
         );
         git(w, &["update-ref", "refs/heads/main", &commit]);
@@ -376,12 +404,19 @@ fn hostile_trees_are_refused_and_nothing_escapes() {
         let server = GitServer::start(repo.root.path(), Behaviour::default());
         let out_dir = TempDir::new("git-out");
         let dest = out_dir.join("dest");
-        initbox(["git-shallow", &server.url("repo.git"), dest.to_str().unwrap()])
-            .run()
-            .code(76)
-            .stderr_has("refusing");
+        initbox([
+            "git-shallow",
+            &server.url("repo.git"),
+            dest.to_str().unwrap(),
+        ])
+        .run()
+        .code(76)
+        .stderr_has("refusing");
         assert!(!dest.exists(), "{case}: DEST was created");
-        assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "{case}: escaped");
+        assert!(
+            fs::read_dir(outside.path()).unwrap().next().is_none(),
+            "{case}: escaped"
+        );
         no_temporaries(out_dir.path());
     }
 }
@@ -407,17 +442,25 @@ fn object_not_matching_its_id_is_an_integrity_error() {
     for pack in data {
         git_stdin(&repo.bare, &["unpack-objects", "-q"], &pack);
     }
-    let evil = git_stdin(&repo.bare, &["hash-object", "-w", "--stdin"], b"evil content\n");
+    let evil = git_stdin(
+        &repo.bare,
+        &["hash-object", "-w", "--stdin"],
+        b"evil content\n",
+    );
     let path = |id: &str| repo.bare.join(format!("objects/{}/{}", &id[..2], &id[2..]));
     let _ = fs::set_permissions(path(&blob), fs::Permissions::from_mode(0o644));
     fs::copy(path(&evil), path(&blob)).unwrap();
     let server = GitServer::start(repo.root.path(), Behaviour::default());
     let out_dir = TempDir::new("git-out");
     let dest = out_dir.join("dest");
-    initbox(["git-shallow", &server.url("repo.git"), dest.to_str().unwrap()])
-        .run()
-        .code(79)
-        .stderr_has(&blob);
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .code(79)
+    .stderr_has(&blob);
     assert!(!dest.exists());
     no_temporaries(out_dir.path());
 }
@@ -440,7 +483,8 @@ fn server_error_message_is_surfaced() {
     .stderr_has("0123456789012345678901234567890123456789");
     // A crafted side-band error in the pack stream.
     let mut body = Vec::new();
-    for line in ["packfile\n"] {
+    {
+        let line = "packfile\n";
         body.extend(format!("{:04x}{line}", line.len() + 4).as_bytes());
     }
     let msg = "\x03fatal: disk quota exceeded on the server\n";
@@ -488,10 +532,14 @@ fn basic_auth_from_file_is_sent_and_not_logged() {
     let secret = out_dir.join("token");
     fs::write(&secret, "s3cret\n").unwrap();
     let dest = out_dir.join("dest");
-    initbox(["git-shallow", &server.url("repo.git"), dest.to_str().unwrap()])
-        .run()
-        .code(76)
-        .stderr_has("401");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .code(76)
+    .stderr_has("401");
     initbox([
         "git-shallow",
         &server.url("repo.git"),
@@ -550,23 +598,24 @@ fn sigterm_mid_transfer_as_pid1_leaves_dest_untouched() {
     fs::create_dir(scratch.root.join("dest")).unwrap();
     fs::write(scratch.root.join("dest/old"), "old").unwrap();
     let running = scratch
-        .initbox([
-            "git-shallow",
-            &server.url("repo.git"),
-            "/dest",
-            "--replace",
-        ])
+        .initbox(["git-shallow", &server.url("repo.git"), "/dest", "--replace"])
         .spawn();
     let pid1 = scratch_pid1(&running);
     // Wait until the transfer is under way: the temporary workspace exists.
     wait_until("the transfer to start", Duration::from_secs(10), || {
-        fs::read_dir(scratch.root.path())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().contains("initbox-git"))
+        fs::read_dir(scratch.root.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("initbox-git")
+        })
     });
     running.signal(libc::SIGTERM, pid1);
     running.finish().code(143);
-    assert_eq!(fs::read_to_string(scratch.root.join("dest/old")).unwrap(), "old");
+    assert_eq!(
+        fs::read_to_string(scratch.root.join("dest/old")).unwrap(),
+        "old"
+    );
     assert_eq!(fs::read_dir(scratch.root.join("dest")).unwrap().count(), 1);
     no_temporaries(scratch.root.path());
 }

@@ -149,7 +149,7 @@ fn last_os_error(what: &str, path: &str) -> Error {
     if err.raw_os_error() == Some(libc::EEXIST) || err.raw_os_error() == Some(libc::ELOOP) {
         return hostile(format!("'{path}' appears twice or goes through a symlink"));
     }
-    Error::io(&format!("cannot {what} {path}"), &err)
+    Error::io(format!("cannot {what} {path}"), &err)
 }
 
 fn open_dir_at(parent: &OwnedFd, name: &CStr, shown: &str) -> Result<OwnedFd, Error> {
@@ -181,7 +181,7 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
     };
     if fd < 0 {
         return Err(Error::io(
-            &format!("cannot open {}", path.display()),
+            format!("cannot open {}", path.display()),
             &io::Error::last_os_error(),
         ));
     }
@@ -303,7 +303,7 @@ fn write_file_at(
     // SAFETY: fd was just returned by openat and is owned by nobody else.
     let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     file.write_all(content)
-        .map_err(|e| Error::io(&format!("cannot write {shown}"), &e))?;
+        .map_err(|e| Error::io(format!("cannot write {shown}"), &e))?;
     // The umask must not change what git would check out.
     // SAFETY: fchmod on an open file descriptor.
     if unsafe { libc::fchmod(file.as_raw_fd(), mode) } != 0 {
@@ -325,7 +325,7 @@ pub fn dest_state(dest: &Path, revision_file: Option<&Path>) -> Result<DestState
     let mut entries = match fs::read_dir(dest) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DestState::Missing),
-        Err(e) => return Err(Error::io(&format!("cannot read {}", dest.display()), &e)),
+        Err(e) => return Err(Error::io(format!("cannot read {}", dest.display()), &e)),
     };
     if entries.next().is_none() {
         return Ok(DestState::Empty);
@@ -405,7 +405,7 @@ impl Workspace {
                 Ok((guard, ())) => return Workspace::finish(guard, false),
                 Err(e) if *state == DestState::Missing => {
                     return Err(Error::io(
-                        &format!(
+                        format!(
                             "cannot create a temporary directory in {}",
                             parent.display()
                         ),
@@ -418,7 +418,7 @@ impl Workspace {
         let path = dest.join(temp_name(""));
         let (guard, ()) = TempGuard::create(path, true, |p| fs::create_dir(p)).map_err(|e| {
             Error::io(
-                &format!("cannot create a temporary directory in {}", dest.display()),
+                format!("cannot create a temporary directory in {}", dest.display()),
                 &e,
             )
         })?;
@@ -427,7 +427,7 @@ impl Workspace {
 
     fn finish(guard: TempGuard, inside_dest: bool) -> Result<Workspace, Error> {
         fs::create_dir(guard.path().join("tree"))
-            .map_err(|e| Error::io(&format!("cannot create {}", guard.path().display()), &e))?;
+            .map_err(|e| Error::io(format!("cannot create {}", guard.path().display()), &e))?;
         Ok(Workspace { guard, inside_dest })
     }
 
@@ -455,7 +455,7 @@ impl Workspace {
         let inside = self.inside_dest;
         let fail = |e: io::Error| {
             Error::io(
-                &format!("cannot move the checkout into {}", dest.display()),
+                format!("cannot move the checkout into {}", dest.display()),
                 &e,
             )
         };

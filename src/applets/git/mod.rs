@@ -88,12 +88,15 @@ struct Options {
 fn parse_depth(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("invalid depth '{text}': use a whole number of 1 or more")),
+        _ => Err(format!(
+            "invalid depth '{text}': use a whole number of 1 or more"
+        )),
     }
 }
 
 fn read_secret_file(path: &str, option: &str) -> Result<String, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(&format!("{option} {path}"), &e))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("{option} {path}"), &e))?;
     let text = text.trim_end_matches(['\n', '\r']).to_string();
     if text.is_empty() {
         return Err(Error::Data(format!("{option} {path}: the file is empty")));
@@ -128,25 +131,28 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     };
     let mut url = Url::parse(url.trim_end_matches('/')).map_err(Error::Usage)?;
     if let Some(bare) = url.path().strip_suffix('/') {
-        url = url.with_path(&bare.to_string());
+        url = url.with_path(bare);
     }
     if dest.is_empty() {
         return Err(Error::usage("DEST is empty"));
     }
     let wanted = wanted.as_deref().map_or(Wanted::Head, Wanted::parse);
     if password_file.is_some() && password_env.is_some() {
-        return Err(Error::usage("give --password-file or --password-env, not both"));
+        return Err(Error::usage(
+            "give --password-file or --password-env, not both",
+        ));
     }
     if bearer_file.is_some() && (password_file.is_some() || password_env.is_some()) {
         return Err(Error::usage("give --bearer-file or a password, not both"));
     }
-    let password = match (&password_file, &password_env) {
-        (Some(path), _) => Some(read_secret_file(path, "--password-file")?),
-        (_, Some(var)) => Some(std::env::var(var).map_err(|_| {
-            Error::usage(format!("--password-env {var}: the variable is not set"))
-        })?),
-        _ => None,
-    };
+    let password =
+        match (&password_file, &password_env) {
+            (Some(path), _) => Some(read_secret_file(path, "--password-file")?),
+            (_, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                Error::usage(format!("--password-env {var}: the variable is not set"))
+            })?),
+            _ => None,
+        };
     let auth = match (bearer_file, password) {
         (Some(path), _) => Some(Header::new(
             "Authorization",
@@ -206,7 +212,7 @@ fn from_io(err: io::Error, url: &Url) -> Error {
                 }
                 unreachable!("checked above");
             }
-            Error::io(&format!("reading from {url}"), &e)
+            Error::io(format!("reading from {url}"), &e)
         }
         other => from_pkt(other, url),
     }
@@ -215,7 +221,9 @@ fn from_io(err: io::Error, url: &Url) -> Error {
 fn from_pkt(err: PktError, url: &Url) -> Error {
     match err {
         PktError::Io(e) => from_io(e, url),
-        PktError::Server(message) => Error::Remote(format!("{url}: the server reported: {message}")),
+        PktError::Server(message) => {
+            Error::Remote(format!("{url}: the server reported: {message}"))
+        }
         malformed @ PktError::Malformed(_) => Error::Remote(format!("{url}: {malformed}")),
     }
 }
@@ -249,9 +257,10 @@ impl Remote<'_> {
     }
 
     fn advertisement(&self) -> Result<Advertisement, Error> {
-        let url = self
-            .url
-            .with_path(&format!("{}/info/refs?service=git-upload-pack", self.url.path()));
+        let url = self.url.with_path(&format!(
+            "{}/info/refs?service=git-upload-pack",
+            self.url.path()
+        ));
         let response = self.client.get(&url, &self.headers(true, &[]))?;
         let body = self.check(response)?;
         protocol::parse_advertisement(body).map_err(|e| from_pkt(e, self.url))
@@ -263,7 +272,10 @@ impl Remote<'_> {
             .with_path(&format!("{}/git-upload-pack", self.url.path()));
         let headers = self.headers(
             v2,
-            &[("Content-Type", CONTENT_TYPE_REQUEST), ("Accept", CONTENT_TYPE_RESULT)],
+            &[
+                ("Content-Type", CONTENT_TYPE_REQUEST),
+                ("Accept", CONTENT_TYPE_RESULT),
+            ],
         );
         let response = self.client.post(&url, &headers, body)?;
         self.check(response)
@@ -291,7 +303,10 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         if expected.is_some_and(|id| hex(&id) == *current) {
             log::info(
                 &format!("{} already holds {current}", dest.display()),
-                &[("commit", json!(current)), ("dest", json!(dest.display().to_string()))],
+                &[
+                    ("commit", json!(current)),
+                    ("dest", json!(dest.display().to_string())),
+                ],
             );
             return finish(options, current);
         }
@@ -308,7 +323,9 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     let file = workspace.pack_file()?;
     let response = if v2 {
         let body = remote.upload_pack(true, &protocol::fetch_request_v2(&target, options.depth))?;
-        protocol::read_fetch_response_v2(body).map(Box::new).map(|s| s as Box<dyn Read>)
+        protocol::read_fetch_response_v2(body)
+            .map(Box::new)
+            .map(|s| s as Box<dyn Read>)
     } else {
         let Advertisement::V0 { capabilities, .. } = &advertisement else {
             unreachable!("v0 here");
@@ -316,7 +333,9 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         let request = protocol::fetch_request_v0(&target, options.depth, capabilities)
             .map_err(|e| from_pkt(e, remote.url))?;
         let body = remote.upload_pack(false, &request)?;
-        protocol::read_fetch_response_v0(body).map(Box::new).map(|s| s as Box<dyn Read>)
+        protocol::read_fetch_response_v0(body)
+            .map(Box::new)
+            .map(|s| s as Box<dyn Read>)
     }
     .map_err(|e| from_pkt(e, remote.url))?;
     let url = remote.url.clone();
@@ -348,7 +367,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             dest.display(),
             stats.files,
             stats.bytes,
-            pack.len(),
+            pack.object_count(),
             format_duration(deadline.elapsed())
         ),
         &[
@@ -379,7 +398,7 @@ fn write_revision_file(path: &Path, commit: &str) -> Result<(), Error> {
     }
     let mut file = AtomicFile::create(path)?;
     file.write_all(format!("{commit}\n").as_bytes())
-        .map_err(|e| Error::io(&format!("cannot write {}", path.display()), &e))?;
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), &e))?;
     file.commit(0o644, None)
 }
 
@@ -396,7 +415,8 @@ fn resolve(
     let refs = match advertisement {
         Advertisement::V0 { refs, .. } => refs,
         Advertisement::V2 { .. } => {
-            let body = remote.upload_pack(true, &protocol::ls_refs_request(&wanted.candidates()))?;
+            let body =
+                remote.upload_pack(true, &protocol::ls_refs_request(&wanted.candidates()))?;
             listed = protocol::parse_ls_refs(body).map_err(|e| from_pkt(e, remote.url))?;
             &listed
         }
@@ -422,7 +442,9 @@ fn resolve(
 fn peel(pack: &mut Pack, target: &Oid) -> Result<(Oid, Oid), Error> {
     let mut id = *target;
     for _ in 0..16 {
-        let (kind, data) = pack.get(&id)?.ok_or_else(|| checkout::missing(&id, "the wanted commit"))?;
+        let (kind, data) = pack
+            .get(&id)?
+            .ok_or_else(|| checkout::missing(&id, "the wanted commit"))?;
         let field = |name: &str| -> Result<Oid, Error> {
             data.split(|&b| b == b'\n')
                 .take_while(|line| !line.is_empty())
@@ -445,7 +467,10 @@ fn peel(pack: &mut Pack, target: &Oid) -> Result<(Oid, Oid), Error> {
             }
         }
     }
-    Err(Error::Remote(format!("{}: tags nested too deep", hex(target))))
+    Err(Error::Remote(format!(
+        "{}: tags nested too deep",
+        hex(target)
+    )))
 }
 
 /// The default deadline: a large repository over a slow link takes minutes.

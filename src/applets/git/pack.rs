@@ -24,6 +24,8 @@ use crate::error::Error;
 use crate::supervisor::Deadline;
 
 pub type Oid = [u8; 20];
+/// An object's kind and content (shared with the delta cache).
+pub type Object = (Kind, Rc<Vec<u8>>);
 
 /// Objects larger than this are refused (a hostile header cannot make us allocate more).
 pub const MAX_OBJECT: u64 = 4 << 30;
@@ -338,7 +340,8 @@ pub fn receive(
 }
 
 impl Pack {
-    pub fn len(&self) -> usize {
+    /// Objects in the pack.
+    pub fn object_count(&self) -> usize {
         self.entries.len()
     }
 
@@ -374,7 +377,7 @@ impl Pack {
     }
 
     /// The object with this id: `None` when the pack does not hold it.
-    pub fn get(&mut self, id: &Oid) -> Result<Option<(Kind, Rc<Vec<u8>>)>, Error> {
+    pub fn get(&mut self, id: &Oid) -> Result<Option<Object>, Error> {
         match self.by_id.get(id) {
             Some(&index) => self.load(index),
             None => Ok(None),
@@ -383,7 +386,7 @@ impl Pack {
 
     /// The content of entry `index`, with its delta chain applied; `None` when a REF_DELTA base
     /// is not known yet.
-    fn load(&mut self, index: usize) -> Result<Option<(Kind, Rc<Vec<u8>>)>, Error> {
+    fn load(&mut self, index: usize) -> Result<Option<Object>, Error> {
         // Walk down to a whole object (or a cached one), then apply the deltas back up.
         let mut chain = Vec::new();
         let mut current = index;
@@ -592,7 +595,7 @@ pub mod tests {
             Obj::Whole(Kind::Commit, b"tree x\n"),
         ]);
         let mut pack = receive_bytes(&bytes).unwrap();
-        assert_eq!(pack.len(), 4);
+        assert_eq!(pack.object_count(), 4);
         let (kind, data) = pack.get(&object_id(Kind::Blob, &target)).unwrap().unwrap();
         assert_eq!((kind, &data[..]), (Kind::Blob, &target[..]));
         let (_, data) = pack.get(&base_id).unwrap().unwrap();
