@@ -91,8 +91,9 @@ enum Base {
 
 #[derive(Debug)]
 struct Entry {
-    /// Where the zlib data starts in the file.
+    /// Where the zlib data starts and ends in the file.
     data_offset: u64,
+    data_end: u64,
     /// Inflated size: the object, or the delta instructions.
     size: u64,
     base: Base,
@@ -108,6 +109,9 @@ pub struct Pack {
     by_id: HashMap<Oid, usize>,
     cache: HashMap<usize, Rc<Vec<u8>>>,
     cached_bytes: usize,
+    inflater: Box<InflateState>,
+    /// Compressed bytes of the object being read, reused.
+    compressed: Vec<u8>,
 }
 
 fn malformed(why: impl std::fmt::Display) -> Error {
@@ -298,6 +302,7 @@ pub fn receive(
         offsets.push(offset);
         entries.push(Entry {
             data_offset,
+            data_end: input.position,
             size,
             base,
             kind,
@@ -334,6 +339,8 @@ pub fn receive(
         by_id,
         cache: HashMap::new(),
         cached_bytes: 0,
+        inflater: state,
+        compressed: Vec::new(),
     };
     pack.resolve_deltas(deadline)?;
     Ok(pack)
@@ -446,43 +453,35 @@ impl Pack {
         }
     }
 
-    /// Inflates one entry's zlib data from the file.
-    fn inflate_entry(&self, index: usize) -> Result<Vec<u8>, Error> {
+    /// Inflates one entry's zlib data from the file: its compressed bytes are known exactly
+    /// (from its start to the next object), so they are read at once.
+    fn inflate_entry(&mut self, index: usize) -> Result<Vec<u8>, Error> {
         let entry = &self.entries[index];
         let size = usize::try_from(entry.size).map_err(|_| malformed("object too large"))?;
+        if size == 0 {
+            // Its zlib stream was checked while the pack streamed in.
+            return Ok(Vec::new());
+        }
+        let length = usize::try_from(entry.data_end - entry.data_offset)
+            .map_err(|_| malformed("object too large"))?;
+        self.compressed.resize(length, 0);
+        self.file
+            .read_exact_at(&mut self.compressed, entry.data_offset)
+            .map_err(|e| Error::io("cannot read the temporary pack file", &e))?;
         let mut out = vec![0u8; size];
-        let mut state = InflateState::new_boxed(DataFormat::Zlib);
-        let mut buf = vec![0u8; CHUNK];
-        let mut position = entry.data_offset;
-        let mut written = 0;
-        loop {
-            let n = self
-                .file
-                .read_at(&mut buf, position)
-                .map_err(|e| Error::io("cannot read the temporary pack file", &e))?;
-            if n == 0 {
-                return Err(malformed("object data cut short"));
-            }
-            let mut input = &buf[..n];
-            loop {
-                // One spare byte lets inflate report the end of stream even when out is full.
-                let result = inflate(&mut state, input, &mut out[written..], MZFlush::None);
-                input = &input[result.bytes_consumed..];
-                position += result.bytes_consumed as u64;
-                written += result.bytes_written;
-                match result.status {
-                    Ok(MZStatus::StreamEnd) if written == size => return Ok(out),
-                    Ok(MZStatus::StreamEnd) => return Err(malformed("object size mismatch")),
-                    Ok(_) | Err(MZError::Buf) => {}
-                    Err(_) => return Err(malformed("corrupt zlib data")),
-                }
-                if input.is_empty() {
-                    break;
-                }
-                if result.bytes_consumed == 0 && result.bytes_written == 0 {
-                    return Err(malformed("object larger than its header says"));
-                }
-            }
+        self.inflater.reset(DataFormat::Zlib);
+        let result = inflate(
+            &mut self.inflater,
+            &self.compressed,
+            &mut out,
+            MZFlush::Finish,
+        );
+        if self.compressed.capacity() > CACHE_BYTES / 4 {
+            self.compressed = Vec::new();
+        }
+        match result.status {
+            Ok(MZStatus::StreamEnd) if result.bytes_written == size => Ok(out),
+            _ => Err(malformed("corrupt object data in the stored pack")),
         }
     }
 }
