@@ -619,3 +619,67 @@ fn sigterm_mid_transfer_as_pid1_leaves_dest_untouched() {
     assert_eq!(fs::read_dir(scratch.root.join("dest")).unwrap().count(), 1);
     no_temporaries(scratch.root.path());
 }
+
+#[test]
+fn bearer_token_and_url_credentials_are_never_printed() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            require_auth: Some("Bearer t0ken-xyz".into()),
+            ..Behaviour::default()
+        },
+    );
+    let out_dir = TempDir::new("git-out");
+    let token = out_dir.join("token");
+    fs::write(&token, "t0ken-xyz\n").unwrap();
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        out_dir.join("dest").to_str().unwrap(),
+        "--bearer-file",
+        token.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2])
+    .stderr_lacks("t0ken");
+    // A password in the URL is sent as basic auth (rejected here) and masked in messages.
+    let url = server
+        .url("repo.git")
+        .replace("http://", "http://deploy:hunter2@");
+    initbox(["git-shallow", &url, out_dir.join("other").to_str().unwrap()])
+        .run()
+        .code(76)
+        .stderr_has("401")
+        .stderr_lacks("hunter2");
+}
+
+#[test]
+fn clones_as_pid1_in_an_empty_root() {
+    if !have_root("clones_as_pid1_in_an_empty_root") {
+        return;
+    }
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let scratch = Scratch::new();
+    scratch
+        .initbox([
+            "git-shallow",
+            &server.url("repo.git"),
+            "/srv/site",
+            "--revision-file",
+            "/srv/rev",
+        ])
+        .run()
+        .success()
+        .stdout_has(&commits[2]);
+    assert_same_as_git_clone(&server, &scratch.root.join("srv/site"), &[]);
+    assert_eq!(
+        fs::read_to_string(scratch.root.join("srv/rev"))
+            .unwrap()
+            .trim(),
+        commits[2].as_str()
+    );
+    no_temporaries(&scratch.root.join("srv"));
+}

@@ -398,6 +398,11 @@ impl Workspace {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "dest".into());
+        if *state == DestState::Missing {
+            // As `git clone` does, leading directories are created.
+            fs::create_dir_all(&parent)
+                .map_err(|e| Error::io(format!("cannot create {}", parent.display()), &e))?;
+        }
         let mount_point = *state != DestState::Missing && is_mount_point(dest, &parent);
         if !mount_point {
             let path = parent.join(temp_name(&format!(".{base}")));
