@@ -683,3 +683,23 @@ fn clones_as_pid1_in_an_empty_root() {
     );
     no_temporaries(&scratch.root.join("srv"));
 }
+
+#[test]
+fn workspace_left_by_a_killed_run_is_cleaned_up() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    fs::create_dir_all(dest.join(".initbox-git-999-abc/tree")).unwrap();
+    fs::write(dest.join(".initbox-git-999-abc/tree/junk"), "x").unwrap();
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2]);
+    no_temporaries(&dest);
+    assert_same_as_git_clone(&server, &dest, &[]);
+}

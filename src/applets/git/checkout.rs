@@ -322,11 +322,24 @@ pub enum DestState {
 }
 
 pub fn dest_state(dest: &Path, revision_file: Option<&Path>) -> Result<DestState, Error> {
-    let mut entries = match fs::read_dir(dest) {
+    let entries = match fs::read_dir(dest) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DestState::Missing),
         Err(e) => return Err(Error::io(format!("cannot read {}", dest.display()), &e)),
     };
+    // A workspace left inside DEST by a killed run (SIGKILL, node crash) is removed, not counted.
+    let mut entries = entries.filter(|entry| match entry {
+        Ok(entry)
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(WORKSPACE_PREFIX) =>
+        {
+            let _ = fs::remove_dir_all(entry.path());
+            false
+        }
+        _ => true,
+    });
     if entries.next().is_none() {
         return Ok(DestState::Empty);
     }
@@ -379,12 +392,15 @@ pub struct Workspace {
     inside_dest: bool,
 }
 
+/// Names of workspaces inside DEST start with this.
+const WORKSPACE_PREFIX: &str = ".initbox-git-";
+
 fn temp_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}.initbox-git-{}-{nanos:x}", std::process::id())
+    format!("{prefix}{WORKSPACE_PREFIX}{}-{nanos:x}", std::process::id())
 }
 
 impl Workspace {
@@ -469,7 +485,11 @@ impl Workspace {
             // Under the clean-up lock, so a signal cannot remove half the tree mid-rename.
             self.guard
                 .commit(|_| match state {
-                    DestState::Holds(_) => exchange(&tree, dest),
+                    DestState::Holds(_) => exchange(&tree, dest).or_else(|_| {
+                        // Filesystems without RENAME_EXCHANGE: two renames, a moment apart.
+                        fs::rename(dest, base.join("old"))?;
+                        fs::rename(&tree, dest)
+                    }),
                     _ => fs::rename(&tree, dest),
                 })
                 .map_err(fail)?;
