@@ -9,7 +9,7 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -241,15 +241,22 @@ impl Checkout<'_> {
                     self.stats.files += 1;
                 }
                 Mode::File | Mode::Executable => {
-                    let content = self.object(&entry.id, Kind::Blob, &shown)?;
                     let mode = if entry.mode == Mode::Executable {
                         0o755
                     } else {
                         0o644
                     };
-                    write_file_at(dir, &name, &content, mode, &shown)?;
+                    let mut file = create_file_at(dir, &name, mode, &shown)?;
+                    let size = self
+                        .pack
+                        .write_blob(&entry.id, &mut file)
+                        .map_err(|e| match e {
+                            Error::Io(m) => Error::Io(format!("{shown}: {m}")),
+                            other => other,
+                        })?
+                        .ok_or_else(|| missing(&entry.id, &shown))?;
                     self.stats.files += 1;
-                    self.stats.bytes += content.len() as u64;
+                    self.stats.bytes += size;
                 }
             }
         }
@@ -281,13 +288,8 @@ pub fn missing(id: &Oid, shown: &str) -> Error {
     ))
 }
 
-fn write_file_at(
-    dir: &OwnedFd,
-    name: &CStr,
-    content: &[u8],
-    mode: u32,
-    shown: &str,
-) -> Result<(), Error> {
+/// Creates a new file (never following a symlink, never reusing a name) with exactly `mode`.
+fn create_file_at(dir: &OwnedFd, name: &CStr, mode: u32, shown: &str) -> Result<File, Error> {
     // SAFETY: openat with a valid directory fd and a NUL-terminated name; the result is checked.
     let fd = unsafe {
         libc::openat(
@@ -301,15 +303,13 @@ fn write_file_at(
         return Err(last_os_error("create", shown));
     }
     // SAFETY: fd was just returned by openat and is owned by nobody else.
-    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all(content)
-        .map_err(|e| Error::io(format!("cannot write {shown}"), &e))?;
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     // The umask must not change what git would check out.
     // SAFETY: fchmod on an open file descriptor.
     if unsafe { libc::fchmod(file.as_raw_fd(), mode) } != 0 {
         return Err(last_os_error("set the mode of", shown));
     }
-    Ok(())
+    Ok(file)
 }
 
 /// What DEST holds before the checkout.

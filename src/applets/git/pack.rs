@@ -30,7 +30,7 @@ pub type Object = (Kind, Rc<Vec<u8>>);
 /// Objects larger than this are refused (a hostile header cannot make us allocate more).
 pub const MAX_OBJECT: u64 = 4 << 30;
 /// Resolved delta bases kept in memory.
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 32 << 20;
 const CHUNK: usize = 64 << 10;
 /// Longer delta chains than git ever writes (its default is 50) are refused.
 const MAX_CHAIN: usize = 10_000;
@@ -388,6 +388,57 @@ impl Pack {
         match self.by_id.get(id) {
             Some(&index) => self.load(index),
             None => Ok(None),
+        }
+    }
+
+    /// Writes a blob to `out` and returns its size, or `None` when the pack lacks it (or it is
+    /// not a blob). A whole (non-delta) blob is inflated piece by piece, so a large file never
+    /// sits in memory.
+    pub fn write_blob(&mut self, id: &Oid, out: &mut impl Write) -> Result<Option<u64>, Error> {
+        let Some(&index) = self.by_id.get(id) else {
+            return Ok(None);
+        };
+        let write_error = |e: io::Error| Error::io("cannot write a checked-out file", &e);
+        let entry = &self.entries[index];
+        if !matches!(entry.base, Base::Whole(Kind::Blob)) {
+            return match self.load(index)? {
+                Some((Kind::Blob, data)) => {
+                    out.write_all(&data).map_err(write_error)?;
+                    Ok(Some(data.len() as u64))
+                }
+                _ => Ok(None),
+            };
+        }
+        let (mut position, end, size) = (entry.data_offset, entry.data_end, entry.size);
+        let mut input = vec![0u8; CHUNK];
+        let mut output = vec![0u8; CHUNK];
+        let mut written: u64 = 0;
+        self.inflater.reset(DataFormat::Zlib);
+        let (mut start, mut filled) = (0, 0);
+        loop {
+            if start == filled && position < end {
+                let want = usize::try_from(end - position).map_or(CHUNK, |left| left.min(CHUNK));
+                self.file
+                    .read_exact_at(&mut input[..want], position)
+                    .map_err(|e| Error::io("cannot read the temporary pack file", &e))?;
+                position += want as u64;
+                (start, filled) = (0, want);
+            }
+            let result = inflate(
+                &mut self.inflater,
+                &input[start..filled],
+                &mut output,
+                MZFlush::None,
+            );
+            start += result.bytes_consumed;
+            written += result.bytes_written as u64;
+            out.write_all(&output[..result.bytes_written])
+                .map_err(write_error)?;
+            match result.status {
+                Ok(MZStatus::StreamEnd) if written == size => return Ok(Some(size)),
+                Ok(_) if result.bytes_consumed > 0 || result.bytes_written > 0 => {}
+                _ => return Err(malformed("corrupt object data in the stored pack")),
+            }
         }
     }
 
