@@ -703,3 +703,34 @@ fn workspace_left_by_a_killed_run_is_cleaned_up() {
     no_temporaries(&dest);
     assert_same_as_git_clone(&server, &dest, &[]);
 }
+
+#[test]
+fn usage_errors_before_any_work() {
+    for args in [
+        vec!["git-shallow"],
+        vec!["git-shallow", "http://127.0.0.1:1/r.git"],
+        vec!["git-shallow", "ftp://x/r.git", "/tmp/x"],
+        vec![
+            "git-shallow",
+            "http://127.0.0.1:1/r.git",
+            "/tmp/x",
+            "--depth",
+            "0",
+        ],
+        vec![
+            "git-shallow",
+            "http://127.0.0.1:1/r.git",
+            "/tmp/x",
+            "--bogus",
+        ],
+        vec![
+            "git-shallow",
+            "http://127.0.0.1:1/r.git",
+            "/tmp/x",
+            "--password-env",
+            "NOT_SET_ANYWHERE_42",
+        ],
+    ] {
+        initbox(&args).run().code(64);
+    }
+}

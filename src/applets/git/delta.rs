@@ -52,7 +52,8 @@ pub fn apply(base: &[u8], delta: &[u8], limit: u64) -> Result<Vec<u8>, DeltaErro
         return Err(bad(format!("result of {size} bytes is over the limit")));
     }
     let size = usize::try_from(size).map_err(|_| bad("result too large"))?;
-    let mut out = Vec::with_capacity(size);
+    // The declared size is only a claim: memory grows with what the instructions really produce.
+    let mut out = Vec::with_capacity(size.min(16 << 20));
     while at < delta.len() {
         let op = delta[at];
         at += 1;

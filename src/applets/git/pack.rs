@@ -29,6 +29,9 @@ pub type Object = (Kind, Rc<Vec<u8>>);
 
 /// Objects larger than this are refused (a hostile header cannot make us allocate more).
 pub const MAX_OBJECT: u64 = 4 << 30;
+/// Deltified objects may not exceed this once resolved: git itself does not deltify files over
+/// `core.bigFileThreshold` (512 MiB), and a few bytes of delta can claim gigabytes.
+const MAX_DELTA_RESULT: u64 = 1 << 30;
 /// Resolved delta bases kept in memory.
 const CACHE_BYTES: usize = 32 << 20;
 const CHUNK: usize = 64 << 10;
@@ -481,7 +484,7 @@ impl Pack {
         };
         while let Some(next) = chain.pop() {
             let instructions = self.inflate_entry(next)?;
-            let result = delta::apply(&data, &instructions, MAX_OBJECT)
+            let result = delta::apply(&data, &instructions, MAX_DELTA_RESULT)
                 .map_err(|e| malformed(format!("bad delta: {}", e.0)))?;
             self.entries[next].kind = Some(kind);
             data = Rc::new(result);
