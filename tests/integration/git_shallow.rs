@@ -232,6 +232,18 @@ fn branch_tag_annotated_tag_and_commit_refs() {
     .stdout_has(&commits[0]);
     assert_eq!(fs::read_to_string(dest.join("a.txt")).unwrap(), "alpha\n");
     assert!(!dest.join("submod").exists());
+    // Pinned and already there: succeeds without the server.
+    initbox([
+        "git-shallow",
+        "http://127.0.0.1:9/unreachable.git",
+        dest.to_str().unwrap(),
+        "--ref",
+        &commits[0],
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[0])
+    .stderr_has("already holds");
 
     initbox([
         "git-shallow",

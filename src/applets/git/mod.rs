@@ -291,6 +291,19 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             dest.display()
         )));
     }
+    if let (Wanted::Commit(id), DestState::Holds(Some(current))) = (&options.wanted, &state) {
+        // A pinned commit that is already there needs no server at all.
+        if hex(id) == *current {
+            log::info(
+                &format!("{} already holds {current}", dest.display()),
+                &[
+                    ("commit", json!(current)),
+                    ("dest", json!(dest.display().to_string())),
+                ],
+            );
+            return finish(options, current);
+        }
+    }
     let remote = Remote {
         client: Client::new(&options.http, deadline)?,
         url: &options.url,
