@@ -746,3 +746,164 @@ fn usage_errors_before_any_work() {
         initbox(&args).run().code(64);
     }
 }
+
+/// nginx (TLS) + fcgiwrap + git http-backend, stopped on drop.
+struct TlsGitServer {
+    dir: TempDir,
+    fcgiwrap: std::process::Child,
+    nginx: std::process::Child,
+    port: u16,
+}
+
+impl TlsGitServer {
+    fn start(project_root: &Path) -> TlsGitServer {
+        use crate::util::{free_port, require_tool};
+        let dir = TempDir::new("git-tls");
+        let openssl = require_tool("openssl");
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new(&openssl)
+                .current_dir(dir.path())
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "openssl {args:?}");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=initbox test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        fs::write(
+            dir.join("ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let socket = dir.join("fcgi.sock");
+        let fcgiwrap = std::process::Command::new(require_tool("fcgiwrap"))
+            .arg("-s")
+            .arg(format!("unix:{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            "user root; daemon off; pid {d}/nginx.pid; error_log {d}/error.log; worker_processes 1;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; fastcgi_temp_path {d}/fcgi; proxy_temp_path {d}/proxy;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME /usr/lib/git-core/git-http-backend;
+            fastcgi_param GIT_PROJECT_ROOT {root};
+            fastcgi_param GIT_HTTP_EXPORT_ALL \"\";
+            fastcgi_param PATH_INFO $uri;
+            fastcgi_param GIT_PROTOCOL $http_git_protocol;
+            fastcgi_pass unix:{socket};
+        }}
+    }}
+}}
+",
+            root = project_root.display(),
+            socket = socket.display(),
+        );
+        fs::write(dir.join("nginx.conf"), config).unwrap();
+        let nginx = std::process::Command::new(require_tool("nginx"))
+            .args(["-c", dir.join("nginx.conf").to_str().unwrap(), "-p"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("nginx to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && socket.exists()
+        });
+        TlsGitServer {
+            dir,
+            fcgiwrap,
+            nginx,
+            port,
+        }
+    }
+}
+
+impl Drop for TlsGitServer {
+    fn drop(&mut self) {
+        // nginx runs in the foreground (daemon off); SIGTERM makes the master stop its workers.
+        // SAFETY: kill has no memory effects; the pid is the nginx child this test started.
+        unsafe { libc::kill(self.nginx.id() as i32, libc::SIGTERM) };
+        let _ = self.nginx.wait();
+        let _ = self.fcgiwrap.kill();
+        let _ = self.fcgiwrap.wait();
+    }
+}
+
+#[test]
+fn https_with_ca_file_and_untrusted_without() {
+    let (repo, commits) = rich_repo();
+    let server = TlsGitServer::start(repo.root.path());
+    let url = format!("https://127.0.0.1:{}/repo.git", server.port);
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    initbox(["git-shallow", &url, dest.to_str().unwrap()])
+        .run()
+        .code(78);
+    assert!(!dest.exists());
+    initbox([
+        "git-shallow",
+        &url,
+        dest.to_str().unwrap(),
+        "--ca-file",
+        server.dir.join("ca.pem").to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2]);
+    assert_eq!(fs::read_to_string(dest.join("a.txt")).unwrap(), "alpha 3\n");
+}
