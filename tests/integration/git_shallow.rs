@@ -282,7 +282,8 @@ fn v0_server_and_depth_three() {
         ])
         .run()
         .success()
-        .stdout_has(commit);
+        .stdout_has(commit)
+        .stderr_lacks(" 0 deltas");
         assert_same_as_git_clone(&server, &dest, &clone_args);
     }
 }

@@ -376,11 +376,12 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     workspace.install(dest, &state, &commit_hex)?;
     log::info(
         &format!(
-            "checked out {commit_hex} into {} ({} files, {} bytes, {} objects, {})",
+            "checked out {commit_hex} into {} ({} files, {} bytes, {} objects, {} deltas, {})",
             dest.display(),
             stats.files,
             stats.bytes,
             pack.object_count(),
+            pack.delta_count(),
             format_duration(deadline.elapsed())
         ),
         &[
@@ -389,6 +390,8 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             ("dest", json!(dest.display().to_string())),
             ("files", json!(stats.files)),
             ("bytes", json!(stats.bytes)),
+            ("objects", json!(pack.object_count())),
+            ("deltas", json!(pack.delta_count())),
             ("elapsed_ms", json!(deadline.elapsed().as_millis() as u64)),
         ],
     );

@@ -350,6 +350,14 @@ pub fn receive(
 }
 
 impl Pack {
+    /// Objects stored as deltas (OFS_DELTA or REF_DELTA).
+    pub fn delta_count(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.base, Base::Whole(_)))
+            .count()
+    }
+
     /// Objects in the pack.
     pub fn object_count(&self) -> usize {
         self.entries.len()
