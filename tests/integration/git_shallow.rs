@@ -172,11 +172,11 @@ fn v2_clone_of_head_matches_git_clone() {
         .any(|h| h == "git-protocol: version=2" || h == "Git-Protocol: version=2"));
     no_temporaries(out_dir.path());
 
-    // Same commit again: nothing is fetched, DEST stays.
+    // Same commit again (URL with a trailing slash): nothing is fetched, DEST stays.
     let before = server.requests.load(std::sync::atomic::Ordering::SeqCst);
     initbox([
         "git-shallow",
-        &server.url("repo.git"),
+        &server.url("repo.git/"),
         dest.to_str().unwrap(),
     ])
     .run()

@@ -129,10 +129,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     let [url, dest] = positionals.as_slice() else {
         return Err(Error::usage("expected URL and DEST"));
     };
-    let mut url = Url::parse(url.trim_end_matches('/')).map_err(Error::Usage)?;
-    if let Some(bare) = url.path().strip_suffix('/') {
-        url = url.with_path(bare);
-    }
+    let url = Url::parse(url).map_err(Error::Usage)?;
     if dest.is_empty() {
         return Err(Error::usage("DEST is empty"));
     }
@@ -244,6 +241,11 @@ impl Remote<'_> {
         headers
     }
 
+    /// The repository path without a trailing slash, for `info/refs` and `git-upload-pack`.
+    fn base_path(&self) -> &str {
+        self.url.path().trim_end_matches('/')
+    }
+
     fn check(&self, response: http::Response) -> Result<Body, Error> {
         if response.is_success() {
             return Ok(Body(response.into_body()));
@@ -259,7 +261,7 @@ impl Remote<'_> {
     fn advertisement(&self) -> Result<Advertisement, Error> {
         let url = self.url.with_path(&format!(
             "{}/info/refs?service=git-upload-pack",
-            self.url.path()
+            self.base_path()
         ));
         let response = self.client.get(&url, &self.headers(true, &[]))?;
         let body = self.check(response)?;
@@ -269,7 +271,7 @@ impl Remote<'_> {
     fn upload_pack(&self, v2: bool, body: &[u8]) -> Result<Body, Error> {
         let url = self
             .url
-            .with_path(&format!("{}/git-upload-pack", self.url.path()));
+            .with_path(&format!("{}/git-upload-pack", self.base_path()));
         let headers = self.headers(
             v2,
             &[
