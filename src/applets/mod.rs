@@ -11,6 +11,8 @@ use crate::supervisor::Job;
 pub mod chmod_tree;
 #[cfg(feature = "fetch")]
 pub mod fetch;
+#[cfg(feature = "git-shallow")]
+pub mod git;
 #[cfg(feature = "render-template")]
 pub mod render_template;
 #[cfg(feature = "sysctl")]
@@ -70,6 +72,14 @@ pub const APPLETS: &[Applet] = &[
         usage: sysctl::USAGE,
         default_timeout: None,
         parse: sysctl::parse,
+    },
+    #[cfg(feature = "git-shallow")]
+    Applet {
+        name: "git-shallow",
+        summary: "check out one commit of a git repository over HTTP(S), with no git installed",
+        usage: git::USAGE,
+        default_timeout: Some(git::DEFAULT_TIMEOUT),
+        parse: git::parse,
     },
 ];
 

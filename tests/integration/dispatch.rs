@@ -9,6 +9,7 @@ pub const APPLETS: &[&str] = &[
     "render-template",
     "chmod-tree",
     "sysctl",
+    "git-shallow",
 ];
 
 #[test]

@@ -9,6 +9,8 @@ mod docker;
 mod examples;
 mod exit_codes;
 mod fetch;
+mod git_server;
+mod git_shallow;
 mod render_template;
 mod signals;
 mod sysctl;

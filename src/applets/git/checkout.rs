@@ -1,0 +1,785 @@
+//! Writing a tree into a directory, refusing hostile trees, and swapping the result into place.
+//!
+//! Trees come from the network, so every entry name is checked the way git's own `verify_path`
+//! does (no `.`, `..`, `.git` in any case or in the spellings NTFS and HFS+ treat as `.git`, no `/`
+//! or NUL). Files are created relative to directory descriptors with `O_NOFOLLOW | O_EXCL`, and
+//! directories are opened with `O_NOFOLLOW`, so nothing is ever written through a symlink, even one
+//! this checkout created (the class of CVE-2018-11235 and CVE-2024-32002). A duplicate entry is
+//! refused rather than merged.
+
+use std::ffi::{CStr, CString};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::pack::{hex, Kind, Oid, Pack};
+use crate::error::Error;
+use crate::log;
+use crate::supervisor::{Deadline, TempGuard};
+
+/// Deeper trees than this are refused (git itself limits paths to 4096 bytes).
+const MAX_DEPTH: usize = 2048;
+/// Extended attribute on DEST naming the commit checked out there, for idempotent re-runs.
+pub const COMMIT_XATTR: &CStr = c"user.initbox.git-commit";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    File,
+    Executable,
+    Symlink,
+    Tree,
+    Gitlink,
+}
+
+#[derive(Debug)]
+pub struct TreeEntry<'a> {
+    mode: Mode,
+    pub name: &'a [u8],
+    pub id: Oid,
+}
+
+fn hostile(why: String) -> Error {
+    Error::Remote(format!(
+        "refusing the repository: {why} (a hostile or corrupt tree; nothing was written)"
+    ))
+}
+
+/// Parses a raw tree object: entries of "MODE NAME\0" and a 20-byte id.
+pub fn parse_tree(data: &[u8]) -> Result<Vec<TreeEntry<'_>>, Error> {
+    let mut entries = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or_else(|| hostile("malformed tree entry".into()))?;
+        let mode = match &rest[..space] {
+            b"100644" | b"100664" | b"100640" | b"100600" => Mode::File,
+            b"100755" => Mode::Executable,
+            b"120000" => Mode::Symlink,
+            b"40000" | b"040000" => Mode::Tree,
+            b"160000" => Mode::Gitlink,
+            other => {
+                return Err(hostile(format!(
+                    "unknown tree entry mode {}",
+                    String::from_utf8_lossy(other)
+                )))
+            }
+        };
+        rest = &rest[space + 1..];
+        let nul = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| hostile("malformed tree entry".into()))?;
+        let name = &rest[..nul];
+        let id: Oid = rest
+            .get(nul + 1..nul + 21)
+            .ok_or_else(|| hostile("truncated tree entry".into()))?
+            .try_into()
+            .expect("20 bytes");
+        rest = &rest[nul + 21..];
+        check_name(name)?;
+        entries.push(TreeEntry { mode, name, id });
+    }
+    Ok(entries)
+}
+
+/// Characters HFS+ ignores in file names, so ".g\u{200c}it" is ".git" there (git's `is_hfs_dotgit`).
+fn hfs_ignorable(c: char) -> bool {
+    matches!(c, '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}')
+}
+
+/// Whether a name is `.git` to git, Linux, NTFS (trailing dots and spaces, 8.3 `git~1`) or HFS+.
+pub fn is_dot_git(name: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(name);
+    let folded: String = text
+        .chars()
+        .filter(|&c| !hfs_ignorable(c))
+        .collect::<String>()
+        .to_lowercase();
+    let trimmed = folded.trim_end_matches([' ', '.']);
+    trimmed == ".git" || trimmed == "git~1" || folded.starts_with(".git:")
+}
+
+fn check_name(name: &[u8]) -> Result<(), Error> {
+    let shown = String::from_utf8_lossy(name);
+    if name.is_empty() {
+        return Err(hostile("a tree entry has an empty name".into()));
+    }
+    if name == b"." || name == b".." {
+        return Err(hostile(format!("a tree entry is named '{shown}'")));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(hostile(format!(
+            "tree entry name '{shown}' contains '/' or NUL"
+        )));
+    }
+    if is_dot_git(name) {
+        return Err(hostile(format!(
+            "a tree entry is named '{shown}', which git refuses"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub files: u64,
+    pub bytes: u64,
+    pub submodules: Vec<String>,
+}
+
+pub struct Checkout<'a> {
+    pub pack: &'a mut Pack,
+    pub fail_on_submodules: bool,
+    pub deadline: &'a Deadline,
+    pub stats: Stats,
+}
+
+fn cstring(name: &[u8]) -> CString {
+    CString::new(name).expect("names with NUL were refused")
+}
+
+fn last_os_error(what: &str, path: &str) -> Error {
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EEXIST) || err.raw_os_error() == Some(libc::ELOOP) {
+        return hostile(format!("'{path}' appears twice or goes through a symlink"));
+    }
+    Error::io(format!("cannot {what} {path}"), &err)
+}
+
+fn open_dir_at(parent: &OwnedFd, name: &CStr, shown: &str) -> Result<OwnedFd, Error> {
+    // SAFETY: openat with a valid directory fd and a NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            parent.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(last_os_error("open directory", shown));
+    }
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens an existing directory by path (the checkout root).
+pub fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
+    let name =
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::usage("path contains NUL"))?;
+    // SAFETY: open with a NUL-terminated path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::io(
+            format!("cannot open {}", path.display()),
+            &io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Checkout<'_> {
+    /// Writes tree `id` into the directory `dir` (which `prefix` names in messages).
+    pub fn write_tree(
+        &mut self,
+        id: &Oid,
+        dir: &OwnedFd,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<(), Error> {
+        if depth > MAX_DEPTH {
+            return Err(hostile(format!("trees nested deeper than {MAX_DEPTH}")));
+        }
+        self.deadline.check("checking out")?;
+        let data = self.object(id, Kind::Tree, prefix)?;
+        for entry in parse_tree(&data)? {
+            let shown = format!("{prefix}{}", String::from_utf8_lossy(entry.name));
+            let name = cstring(entry.name);
+            match entry.mode {
+                Mode::Tree | Mode::Gitlink => {
+                    if entry.mode == Mode::Gitlink {
+                        if self.fail_on_submodules {
+                            return Err(Error::Remote(format!(
+                                "'{shown}' is a submodule (commit {}), refused by --fail-on-submodules",
+                                hex(&entry.id)
+                            )));
+                        }
+                        self.stats.submodules.push(shown.clone());
+                    }
+                    // SAFETY: mkdirat with a valid directory fd and a NUL-terminated name.
+                    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
+                        return Err(last_os_error("create directory", &shown));
+                    }
+                    if entry.mode == Mode::Tree {
+                        let child = open_dir_at(dir, &name, &shown)?;
+                        self.write_tree(&entry.id, &child, &format!("{shown}/"), depth + 1)?;
+                    }
+                }
+                Mode::Symlink => {
+                    let target = self.object(&entry.id, Kind::Blob, &shown)?;
+                    if target.is_empty() || target.contains(&0) {
+                        return Err(hostile(format!("symlink '{shown}' has an invalid target")));
+                    }
+                    let target = cstring(&target);
+                    // SAFETY: symlinkat with NUL-terminated strings and a valid directory fd.
+                    if unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }
+                        != 0
+                    {
+                        return Err(last_os_error("create symlink", &shown));
+                    }
+                    self.stats.files += 1;
+                }
+                Mode::File | Mode::Executable => {
+                    let mode = if entry.mode == Mode::Executable {
+                        0o755
+                    } else {
+                        0o644
+                    };
+                    let mut file = create_file_at(dir, &name, mode, &shown)?;
+                    let size = self
+                        .pack
+                        .write_blob(&entry.id, &mut file)
+                        .map_err(|e| match e {
+                            Error::Io(m) => Error::Io(format!("{shown}: {m}")),
+                            other => other,
+                        })?
+                        .ok_or_else(|| missing(&entry.id, &shown))?;
+                    self.stats.files += 1;
+                    self.stats.bytes += size;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, id: &Oid, kind: Kind, shown: &str) -> Result<std::rc::Rc<Vec<u8>>, Error> {
+        match self.pack.get(id)? {
+            Some((found, data)) if found == kind => Ok(data),
+            Some((found, _)) => Err(Error::Remote(format!(
+                "{shown}: object {} is a {}, expected a {}",
+                hex(id),
+                found.name(),
+                kind.name()
+            ))),
+            None => Err(missing(id, shown)),
+        }
+    }
+}
+
+/// An object the tree names but the pack lacks: with a verified pack, that means some object's
+/// content does not hash to the id it is referred to by.
+pub fn missing(id: &Oid, shown: &str) -> Error {
+    Error::Integrity(format!(
+        "object {} ({}) is not in the pack: an object's content does not match its id, or the \
+         server sent an incomplete pack",
+        hex(id),
+        if shown.is_empty() { "root tree" } else { shown }
+    ))
+}
+
+/// Creates a new file (never following a symlink, never reusing a name) with exactly `mode`.
+fn create_file_at(dir: &OwnedFd, name: &CStr, mode: u32, shown: &str) -> Result<File, Error> {
+    // SAFETY: openat with a valid directory fd and a NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(last_os_error("create", shown));
+    }
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // The umask must not change what git would check out.
+    // SAFETY: fchmod on an open file descriptor.
+    if unsafe { libc::fchmod(file.as_raw_fd(), mode) } != 0 {
+        return Err(last_os_error("set the mode of", shown));
+    }
+    Ok(file)
+}
+
+/// What DEST holds before the checkout.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DestState {
+    Missing,
+    Empty,
+    /// Files, and the commit they were checked out from when known.
+    Holds(Option<String>),
+}
+
+pub fn dest_state(dest: &Path, revision_file: Option<&Path>) -> Result<DestState, Error> {
+    let entries = match fs::read_dir(dest) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DestState::Missing),
+        Err(e) => return Err(Error::io(format!("cannot read {}", dest.display()), &e)),
+    };
+    // A workspace left inside DEST by a killed run (SIGKILL, node crash) is removed, not counted.
+    let mut entries = entries.filter(|entry| match entry {
+        Ok(entry)
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(WORKSPACE_PREFIX) =>
+        {
+            let _ = fs::remove_dir_all(entry.path());
+            false
+        }
+        _ => true,
+    });
+    if entries.next().is_none() {
+        return Ok(DestState::Empty);
+    }
+    let commit = read_commit_xattr(dest).or_else(|| {
+        revision_file
+            .and_then(|path| fs::read_to_string(path).ok())
+            .map(|text| text.trim().to_string())
+            .filter(|text| text.len() == 40)
+    });
+    Ok(DestState::Holds(commit))
+}
+
+fn read_commit_xattr(path: &Path) -> Option<String> {
+    let name = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut value = [0u8; 64];
+    // SAFETY: getxattr with NUL-terminated strings and a buffer of the length passed.
+    let n = unsafe {
+        libc::getxattr(
+            name.as_ptr(),
+            COMMIT_XATTR.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    let text = std::str::from_utf8(value.get(..usize::try_from(n).ok()?)?).ok()?;
+    (text.len() == 40).then(|| text.to_string())
+}
+
+/// Records the commit on DEST; filesystems without user xattrs (older tmpfs) just skip it.
+fn write_commit_xattr(path: &Path, commit: &str) {
+    let Ok(name) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: setxattr with NUL-terminated strings and a value of the length passed.
+    unsafe {
+        libc::setxattr(
+            name.as_ptr(),
+            COMMIT_XATTR.as_ptr(),
+            commit.as_ptr().cast(),
+            commit.len(),
+            0,
+        );
+    }
+}
+
+/// The temporary area of one run: `pack` (the unlinked pack file) and `tree` (the checkout).
+pub struct Workspace {
+    guard: TempGuard,
+    /// The workspace is inside DEST (DEST is a mount point or its parent is read-only).
+    inside_dest: bool,
+}
+
+/// Names of workspaces inside DEST start with this.
+const WORKSPACE_PREFIX: &str = ".initbox-git-";
+
+fn temp_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{WORKSPACE_PREFIX}{}-{nanos:x}", std::process::id())
+}
+
+impl Workspace {
+    /// Beside DEST when DEST can be renamed there; otherwise inside DEST.
+    pub fn create(dest: &Path, state: &DestState) -> Result<Workspace, Error> {
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dest".into());
+        if *state == DestState::Missing {
+            // As `git clone` does, leading directories are created.
+            fs::create_dir_all(&parent)
+                .map_err(|e| Error::io(format!("cannot create {}", parent.display()), &e))?;
+        }
+        let mount_point = *state != DestState::Missing && is_mount_point(dest, &parent);
+        if !mount_point {
+            let path = parent.join(temp_name(&format!(".{base}")));
+            match TempGuard::create(path, true, |p| fs::create_dir(p)) {
+                Ok((guard, ())) => return Workspace::finish(guard, false),
+                Err(e) if *state == DestState::Missing => {
+                    return Err(Error::io(
+                        format!(
+                            "cannot create a temporary directory in {}",
+                            parent.display()
+                        ),
+                        &e,
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        let path = dest.join(temp_name(""));
+        let (guard, ()) = TempGuard::create(path, true, |p| fs::create_dir(p)).map_err(|e| {
+            Error::io(
+                format!("cannot create a temporary directory in {}", dest.display()),
+                &e,
+            )
+        })?;
+        Workspace::finish(guard, true)
+    }
+
+    fn finish(guard: TempGuard, inside_dest: bool) -> Result<Workspace, Error> {
+        fs::create_dir(guard.path().join("tree"))
+            .map_err(|e| Error::io(format!("cannot create {}", guard.path().display()), &e))?;
+        Ok(Workspace { guard, inside_dest })
+    }
+
+    pub fn tree(&self) -> PathBuf {
+        self.guard.path().join("tree")
+    }
+
+    /// A new temporary file for the pack, already unlinked so nothing can be left behind.
+    pub fn pack_file(&self) -> Result<File, Error> {
+        let path = self.guard.path().join("pack");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("cannot create the temporary pack file", &e))?;
+        let _ = fs::remove_file(&path);
+        Ok(file)
+    }
+
+    /// Moves the checkout into DEST, replacing what DEST holds.
+    pub fn install(self, dest: &Path, state: &DestState, commit: &str) -> Result<(), Error> {
+        let tree = self.tree();
+        let base = self.guard.path().to_path_buf();
+        let inside = self.inside_dest;
+        let fail = |e: io::Error| {
+            Error::io(
+                format!("cannot move the checkout into {}", dest.display()),
+                &e,
+            )
+        };
+        if !inside {
+            write_commit_xattr(&tree, commit);
+            // Under the clean-up lock, so a signal cannot remove half the tree mid-rename.
+            self.guard
+                .commit(|_| match state {
+                    DestState::Holds(_) => exchange(&tree, dest).or_else(|_| {
+                        // Filesystems without RENAME_EXCHANGE: two renames, a moment apart.
+                        fs::rename(dest, base.join("old"))?;
+                        fs::rename(&tree, dest)
+                    }),
+                    _ => fs::rename(&tree, dest),
+                })
+                .map_err(fail)?;
+            // What is left is the old checkout (after an exchange) or an empty workspace.
+            let _ = fs::remove_dir_all(&base);
+            return Ok(());
+        }
+        let own = base
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        self.guard
+            .commit(|_| {
+                for entry in fs::read_dir(dest)? {
+                    let entry = entry?;
+                    if entry.file_name() != own {
+                        remove_any(&entry.path())?;
+                    }
+                }
+                for entry in fs::read_dir(&tree)? {
+                    let entry = entry?;
+                    fs::rename(entry.path(), dest.join(entry.file_name()))?;
+                }
+                fs::remove_dir_all(&base)
+            })
+            .map_err(fail)?;
+        write_commit_xattr(dest, commit);
+        Ok(())
+    }
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(path)?.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+fn is_mount_point(dest: &Path, parent: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(dest), fs::metadata(parent)) {
+        (Ok(d), Ok(p)) => d.dev() != p.dev() || d.ino() == p.ino(),
+        _ => false,
+    }
+}
+
+/// Swaps two paths atomically (renameat2 RENAME_EXCHANGE).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: the renameat2 syscall with NUL-terminated paths relative to the current directory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Logs the submodules that became empty directories.
+pub fn warn_submodules(stats: &Stats) {
+    if !stats.submodules.is_empty() {
+        log::warn(
+            &format!(
+                "submodules are not cloned; left empty: {}",
+                stats.submodules.join(", ")
+            ),
+            &[("submodules", json!(stats.submodules))],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(entries: &[(&str, &[u8], Oid)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (mode, name, id) in entries {
+            out.extend_from_slice(mode.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(name);
+            out.push(0);
+            out.extend_from_slice(id);
+        }
+        out
+    }
+
+    #[test]
+    fn dot_git_in_every_spelling() {
+        for name in [
+            ".git",
+            ".GIT",
+            ".Git",
+            ".git.",
+            ".git ",
+            ".git. .",
+            "git~1",
+            "GIT~1",
+            ".g\u{200c}it",
+            "\u{feff}.git",
+            ".git::$INDEX_ALLOCATION",
+        ] {
+            assert!(is_dot_git(name.as_bytes()), "{name:?}");
+        }
+        for name in [
+            ".gitignore",
+            ".github",
+            "git",
+            ".gi",
+            "git~2",
+            ".gitmodules",
+        ] {
+            assert!(!is_dot_git(name.as_bytes()), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for name in [&b"."[..], b"..", b".git", b".GIT", b"a/b", b"", b"/etc"] {
+            let data = tree(&[("100644", name, [1; 20])]);
+            let err = parse_tree(&data).unwrap_err();
+            assert_eq!(err.exit_code(), 76, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn modes_and_names_parse() {
+        let data = tree(&[
+            ("100644", b"a.txt", [1; 20]),
+            ("100755", b"run.sh", [2; 20]),
+            ("120000", b"link", [3; 20]),
+            ("40000", b"dir", [4; 20]),
+            ("160000", b"sub", [5; 20]),
+            ("100644", "ünï".as_bytes(), [6; 20]),
+        ]);
+        let entries = parse_tree(&data).unwrap();
+        let modes: Vec<Mode> = entries.iter().map(|e| e.mode).collect();
+        assert_eq!(
+            modes,
+            [
+                Mode::File,
+                Mode::Executable,
+                Mode::Symlink,
+                Mode::Tree,
+                Mode::Gitlink,
+                Mode::File
+            ]
+        );
+        assert_eq!(entries[5].name, "ünï".as_bytes());
+        assert_eq!(entries[4].id, [5; 20]);
+    }
+
+    #[test]
+    fn truncated_and_unknown_modes_are_refused() {
+        assert!(parse_tree(b"100644 a\0short").is_err());
+        assert!(parse_tree(b"100644 a").is_err());
+        let data = tree(&[("123456", b"a", [1; 20])]);
+        assert!(parse_tree(&data).is_err());
+    }
+
+    fn check_out(
+        objects: &[crate::applets::git::pack::tests::Obj],
+        root: Oid,
+    ) -> (PathBuf, Result<(), Error>) {
+        use crate::applets::git::pack;
+        let bytes = pack::tests::build(objects);
+        let dir = std::env::temp_dir().join(format!(
+            "initbox-checkout-{}-{:x}",
+            std::process::id(),
+            root[0]
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("out")).unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("pack"))
+            .unwrap();
+        let deadline = Deadline::after(None);
+        let mut pack =
+            pack::receive(&bytes[..], file, &deadline, &|e| Error::io("read", &e)).unwrap();
+        let mut checkout = Checkout {
+            pack: &mut pack,
+            fail_on_submodules: false,
+            deadline: &deadline,
+            stats: Stats::default(),
+        };
+        let fd = open_dir(&dir.join("out")).unwrap();
+        let result = checkout.write_tree(&root, &fd, "", 0);
+        (dir, result)
+    }
+
+    #[test]
+    fn writes_files_modes_symlinks_and_dirs() {
+        use crate::applets::git::pack::{object_id, tests::Obj};
+        let blob = b"#!/bin/sh\n";
+        let blob_id = object_id(Kind::Blob, blob);
+        let target_id = object_id(Kind::Blob, b"run.sh");
+        let sub = tree(&[("100644", b"inner", blob_id)]);
+        let sub_id = object_id(Kind::Tree, &sub);
+        let root = tree(&[
+            ("40000", b"d", sub_id),
+            ("120000", b"link", target_id),
+            ("100755", b"run.sh", blob_id),
+        ]);
+        let root_id = object_id(Kind::Tree, &root);
+        let (dir, result) = check_out(
+            &[
+                Obj::Whole(Kind::Blob, blob),
+                Obj::Whole(Kind::Blob, b"run.sh"),
+                Obj::Whole(Kind::Tree, &sub),
+                Obj::Whole(Kind::Tree, &root),
+            ],
+            root_id,
+        );
+        result.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let out = dir.join("out");
+        assert_eq!(fs::read(out.join("d/inner")).unwrap(), blob);
+        assert_eq!(
+            fs::metadata(out.join("run.sh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
+        assert_eq!(
+            fs::metadata(out.join("d/inner"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o644
+        );
+        assert_eq!(
+            fs::read_link(out.join("link")).unwrap(),
+            Path::new("run.sh")
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn never_writes_through_a_symlink_it_created() {
+        use crate::applets::git::pack::{object_id, tests::Obj};
+        let outside = std::env::temp_dir().join(format!("initbox-outside-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&outside);
+        fs::create_dir_all(&outside).unwrap();
+        let target = outside.to_str().unwrap().as_bytes().to_vec();
+        let target_id = object_id(Kind::Blob, &target);
+        let blob_id = object_id(Kind::Blob, b"pwned");
+        let sub = tree(&[("100644", b"file", blob_id)]);
+        let sub_id = object_id(Kind::Tree, &sub);
+        let root = tree(&[("120000", b"a", target_id), ("40000", b"a", sub_id)]);
+        let root_id = object_id(Kind::Tree, &root);
+        let (dir, result) = check_out(
+            &[
+                Obj::Whole(Kind::Blob, &target),
+                Obj::Whole(Kind::Blob, b"pwned"),
+                Obj::Whole(Kind::Tree, &sub),
+                Obj::Whole(Kind::Tree, &root),
+            ],
+            root_id,
+        );
+        assert_eq!(result.unwrap_err().exit_code(), 76);
+        assert!(fs::read_dir(&outside).unwrap().next().is_none());
+        fs::remove_dir_all(dir).unwrap();
+        fs::remove_dir_all(outside).unwrap();
+    }
+
+    #[test]
+    fn missing_object_is_an_integrity_error() {
+        use crate::applets::git::pack::{object_id, tests::Obj};
+        let root = tree(&[("100644", b"f", [9; 20])]);
+        let root_id = object_id(Kind::Tree, &root);
+        let (dir, result) = check_out(&[Obj::Whole(Kind::Tree, &root)], root_id);
+        assert_eq!(result.unwrap_err().exit_code(), 79);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,507 @@
+//! `git-shallow`: check out one commit of a remote repository, as `git clone --depth 1` would,
+//! without git in the image.
+//!
+//! The steps: ask the server which protocol it speaks (`info/refs`), resolve `--ref` (v2 `ls-refs`
+//! or the v0 advertisement), then fetch a shallow pack ([`protocol`]), which streams into an
+//! unlinked temporary file while it is parsed and hashed ([`pack`], [`delta`]), and check the
+//! tree out into a temporary directory that then replaces DEST ([`checkout`]). The HTTP side is
+//! the shared client in `src/http.rs` (TLS trust, deadlines, proxies, redaction).
+
+pub mod checkout;
+pub mod delta;
+pub mod pack;
+pub mod pktline;
+pub mod protocol;
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use self::checkout::{Checkout, DestState, Workspace};
+use self::pack::{hex, Kind, Oid, Pack};
+use self::pktline::PktError;
+use self::protocol::{Advertisement, Ref, Wanted};
+use crate::atomic::AtomicFile;
+use crate::cli::{format_duration, parse_duration, Args};
+use crate::error::Error;
+use crate::http::{self, Client, Header, Url};
+use crate::log;
+use crate::supervisor::{Deadline, Job};
+
+pub const USAGE: &str = "\
+Usage: initbox git-shallow [OPTIONS] URL DEST
+
+Check out one commit of the git repository at URL (smart HTTP or HTTPS) into
+DEST, as `git clone --depth 1` would, without git: DEST gets the files only
+(no .git). Prints the commit id. Protocol v2, with fallback to v0/v1.
+
+DEST is replaced atomically: the checkout is written to a temporary directory
+beside DEST (or inside it, when DEST is a mount point such as an emptyDir under
+a read-only root) and moved into place. If DEST already holds the same commit,
+nothing is fetched.
+
+OPTIONS
+    --ref REF                 branch, tag (annotated tags are peeled) or full
+                              commit id (default: the remote HEAD)
+    --depth N                 commits of history to fetch (default 1)
+    --replace                 replace a DEST that holds another checkout or
+                              other files (default: refuse)
+    --revision-file PATH      write the commit id there (atomically)
+    --fail-on-submodules      refuse a tree with submodules (default: leave
+                              them as empty directories, with a warning)
+    --username NAME           user for basic auth (default: from the URL)
+    --password-file PATH      password or token for basic auth, from a file
+    --password-env VAR        password or token for basic auth, from a variable
+    --bearer-file PATH        send `Authorization: Bearer` with this file's token
+    --ca-file PATH            also trust these CA certificates (PEM; repeatable)
+    --connect-timeout DURATION
+                              limit for one connection attempt (default 10s)
+    --read-timeout DURATION   longest silence from the server (default 30s)
+    --timeout DURATION        overall deadline (default 10m; 0 waits forever)
+
+Hostile trees (`..`, `.git` in any spelling, paths through symlinks) are refused
+with 76 before anything reaches DEST; an object that does not match its id, 79.
+
+EXAMPLES
+    initbox git-shallow https://github.com/org/site.git /srv/www --ref v1.4.0
+    initbox git-shallow https://git.example/cfg.git /config \\
+        --username deploy --password-file /secrets/token --revision-file /config.rev";
+
+const DEFAULT_DEPTH: u32 = 1;
+const CONTENT_TYPE_REQUEST: &str = "application/x-git-upload-pack-request";
+const CONTENT_TYPE_RESULT: &str = "application/x-git-upload-pack-result";
+
+struct Options {
+    url: Url,
+    dest: PathBuf,
+    wanted: Wanted,
+    depth: u32,
+    replace: bool,
+    revision_file: Option<PathBuf>,
+    fail_on_submodules: bool,
+    auth: Option<Header>,
+    http: http::Settings,
+}
+
+fn parse_depth(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "invalid depth '{text}': use a whole number of 1 or more"
+        )),
+    }
+}
+
+fn read_secret_file(path: &str, option: &str) -> Result<String, Error> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("{option} {path}"), &e))?;
+    let text = text.trim_end_matches(['\n', '\r']).to_string();
+    if text.is_empty() {
+        return Err(Error::Data(format!("{option} {path}: the file is empty")));
+    }
+    Ok(text)
+}
+
+pub fn parse(mut args: Args) -> Result<Job, Error> {
+    let wanted = args.value("--ref", |t| Ok(t.to_string()))?;
+    let depth = args.value("--depth", parse_depth)?.unwrap_or(DEFAULT_DEPTH);
+    let replace = args.flag("--replace");
+    let revision_file = args.value("--revision-file", |t| Ok(PathBuf::from(t)))?;
+    let fail_on_submodules = args.flag("--fail-on-submodules");
+    let username = args.value("--username", |t| Ok(t.to_string()))?;
+    let password_file = args.value("--password-file", |t| Ok(t.to_string()))?;
+    let password_env = args.value("--password-env", |t| Ok(t.to_string()))?;
+    let bearer_file = args.value("--bearer-file", |t| Ok(t.to_string()))?;
+    let ca_files = args.values("--ca-file")?;
+    let mut settings = http::Settings {
+        ca_files: ca_files.into_iter().map(PathBuf::from).collect(),
+        ..http::Settings::default()
+    };
+    if let Some(limit) = args.value("--connect-timeout", parse_duration)? {
+        settings.connect_timeout = limit;
+    }
+    if let Some(limit) = args.value("--read-timeout", parse_duration)? {
+        settings.read_timeout = limit;
+    }
+    let positionals = args.positionals()?;
+    let [url, dest] = positionals.as_slice() else {
+        return Err(Error::usage("expected URL and DEST"));
+    };
+    let url = Url::parse(url).map_err(Error::Usage)?;
+    if dest.is_empty() {
+        return Err(Error::usage("DEST is empty"));
+    }
+    let wanted = wanted.as_deref().map_or(Wanted::Head, Wanted::parse);
+    if password_file.is_some() && password_env.is_some() {
+        return Err(Error::usage(
+            "give --password-file or --password-env, not both",
+        ));
+    }
+    if bearer_file.is_some() && (password_file.is_some() || password_env.is_some()) {
+        return Err(Error::usage("give --bearer-file or a password, not both"));
+    }
+    let password =
+        match (&password_file, &password_env) {
+            (Some(path), _) => Some(read_secret_file(path, "--password-file")?),
+            (_, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                Error::usage(format!("--password-env {var}: the variable is not set"))
+            })?),
+            _ => None,
+        };
+    let auth = match (bearer_file, password) {
+        (Some(path), _) => Some(Header::new(
+            "Authorization",
+            format!("Bearer {}", read_secret_file(&path, "--bearer-file")?),
+        )),
+        (None, Some(password)) => {
+            let user = username
+                .or_else(|| url.credentials().map(|(u, _)| u.to_string()))
+                .unwrap_or_else(|| "git".into());
+            Some(http::basic_auth(&user, &password))
+        }
+        (None, None) => None,
+    };
+    let options = Options {
+        url,
+        dest: PathBuf::from(dest),
+        wanted,
+        depth,
+        replace,
+        revision_file,
+        fail_on_submodules,
+        auth,
+        http: settings,
+    };
+    Ok(Box::new(move |deadline| run(&options, deadline)))
+}
+
+/// An initbox error carried through `io::Read` (the HTTP body classifies its own failures).
+#[derive(Debug)]
+struct Carried(Error);
+
+impl std::fmt::Display for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Carried {}
+
+/// A response body whose read errors already carry their exit code.
+struct Body(http::BodyReader);
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::other(Carried(self.0.error(e))))
+    }
+}
+
+fn from_io(err: io::Error, url: &Url) -> Error {
+    match PktError::from_io(err) {
+        PktError::Io(e) => {
+            if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) {
+                if let Ok(carried) = e.into_inner().expect("checked").downcast::<Carried>() {
+                    return carried.0;
+                }
+                unreachable!("checked above");
+            }
+            Error::io(format!("reading from {url}"), &e)
+        }
+        other => from_pkt(other, url),
+    }
+}
+
+fn from_pkt(err: PktError, url: &Url) -> Error {
+    match err {
+        PktError::Io(e) => from_io(e, url),
+        PktError::Server(message) => {
+            Error::Remote(format!("{url}: the server reported: {message}"))
+        }
+        malformed @ PktError::Malformed(_) => Error::Remote(format!("{url}: {malformed}")),
+    }
+}
+
+struct Remote<'a> {
+    client: Client,
+    url: &'a Url,
+    auth: Option<&'a Header>,
+}
+
+impl Remote<'_> {
+    fn headers(&self, v2: bool, extra: &[(&str, &str)]) -> Vec<Header> {
+        let mut headers: Vec<Header> = extra.iter().map(|(n, v)| Header::new(*n, *v)).collect();
+        if v2 {
+            headers.push(Header::new("Git-Protocol", "version=2"));
+        }
+        headers.extend(self.auth.cloned());
+        headers
+    }
+
+    /// The repository path without a trailing slash, for `info/refs` and `git-upload-pack`.
+    fn base_path(&self) -> &str {
+        self.url.path().trim_end_matches('/')
+    }
+
+    fn check(&self, response: http::Response) -> Result<Body, Error> {
+        if response.is_success() {
+            return Ok(Body(response.into_body()));
+        }
+        let hint = match response.status {
+            401 | 403 => ": check the credentials (--username, --password-file, --bearer-file)",
+            404 => ": check the repository URL",
+            _ => "",
+        };
+        Err(Error::Remote(format!("{}{hint}", response.status_error())))
+    }
+
+    fn advertisement(&self) -> Result<Advertisement, Error> {
+        let url = self.url.with_path(&format!(
+            "{}/info/refs?service=git-upload-pack",
+            self.base_path()
+        ));
+        let response = self.client.get(&url, &self.headers(true, &[]))?;
+        let body = self.check(response)?;
+        protocol::parse_advertisement(body).map_err(|e| from_pkt(e, self.url))
+    }
+
+    fn upload_pack(&self, v2: bool, body: &[u8]) -> Result<Body, Error> {
+        let url = self
+            .url
+            .with_path(&format!("{}/git-upload-pack", self.base_path()));
+        let headers = self.headers(
+            v2,
+            &[
+                ("Content-Type", CONTENT_TYPE_REQUEST),
+                ("Accept", CONTENT_TYPE_RESULT),
+            ],
+        );
+        let response = self.client.post(&url, &headers, body)?;
+        self.check(response)
+    }
+}
+
+fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
+    let dest = &options.dest;
+    let state = checkout::dest_state(dest, options.revision_file.as_deref())?;
+    if state == DestState::Holds(None) && !options.replace {
+        return Err(Error::Io(format!(
+            "{}: not empty and not a checkout made by git-shallow: use --replace to replace it",
+            dest.display()
+        )));
+    }
+    if let (Wanted::Commit(id), DestState::Holds(Some(current))) = (&options.wanted, &state) {
+        // A pinned commit that is already there needs no server at all.
+        if hex(id) == *current {
+            log::info(
+                &format!("{} already holds {current}", dest.display()),
+                &[
+                    ("commit", json!(current)),
+                    ("dest", json!(dest.display().to_string())),
+                ],
+            );
+            return finish(options, current);
+        }
+    }
+    let remote = Remote {
+        client: Client::new(&options.http, deadline)?,
+        url: &options.url,
+        auth: options.auth.as_ref(),
+    };
+    let advertisement = remote.advertisement()?;
+    let v2 = matches!(advertisement, Advertisement::V2 { .. });
+    let (target, expected) = resolve(&remote, &advertisement, &options.wanted)?;
+    if let DestState::Holds(Some(current)) = &state {
+        if expected.is_some_and(|id| hex(&id) == *current) {
+            log::info(
+                &format!("{} already holds {current}", dest.display()),
+                &[
+                    ("commit", json!(current)),
+                    ("dest", json!(dest.display().to_string())),
+                ],
+            );
+            return finish(options, current);
+        }
+        if !options.replace {
+            return Err(Error::Io(format!(
+                "{}: holds commit {current}, not the one asked for: use --replace to replace it",
+                dest.display()
+            )));
+        }
+    }
+    deadline.check("fetching")?;
+
+    let workspace = Workspace::create(dest, &state)?;
+    let file = workspace.pack_file()?;
+    let response = if v2 {
+        let body = remote.upload_pack(true, &protocol::fetch_request_v2(&target, options.depth))?;
+        protocol::read_fetch_response_v2(body)
+            .map(Box::new)
+            .map(|s| s as Box<dyn Read>)
+    } else {
+        let Advertisement::V0 { capabilities, .. } = &advertisement else {
+            unreachable!("v0 here");
+        };
+        let request = protocol::fetch_request_v0(&target, options.depth, capabilities)
+            .map_err(|e| from_pkt(e, remote.url))?;
+        let body = remote.upload_pack(false, &request)?;
+        protocol::read_fetch_response_v0(body)
+            .map(Box::new)
+            .map(|s| s as Box<dyn Read>)
+    }
+    .map_err(|e| from_pkt(e, remote.url))?;
+    let url = remote.url.clone();
+    let mut pack = pack::receive(response, file, deadline, &|e| from_io(e, &url))?;
+    let (commit, tree) = peel(&mut pack, &target)?;
+    let commit_hex = hex(&commit);
+    if let (Wanted::Commit(_), DestState::Holds(Some(current))) = (&options.wanted, &state) {
+        if *current == commit_hex {
+            return finish(options, current);
+        }
+    }
+
+    let root = checkout::open_dir(&workspace.tree())?;
+    let mut checkout = Checkout {
+        pack: &mut pack,
+        fail_on_submodules: options.fail_on_submodules,
+        deadline,
+        stats: checkout::Stats::default(),
+    };
+    checkout.write_tree(&tree, &root, "", 0)?;
+    let stats = std::mem::take(&mut checkout.stats);
+    drop(root);
+    checkout::warn_submodules(&stats);
+    deadline.check("checking out")?;
+    workspace.install(dest, &state, &commit_hex)?;
+    log::info(
+        &format!(
+            "checked out {commit_hex} into {} ({} files, {} bytes, {} objects, {} deltas, {})",
+            dest.display(),
+            stats.files,
+            stats.bytes,
+            pack.object_count(),
+            pack.delta_count(),
+            format_duration(deadline.elapsed())
+        ),
+        &[
+            ("commit", json!(commit_hex)),
+            ("url", json!(options.url.to_string())),
+            ("dest", json!(dest.display().to_string())),
+            ("files", json!(stats.files)),
+            ("bytes", json!(stats.bytes)),
+            ("objects", json!(pack.object_count())),
+            ("deltas", json!(pack.delta_count())),
+            ("elapsed_ms", json!(deadline.elapsed().as_millis() as u64)),
+        ],
+    );
+    finish(options, &commit_hex)
+}
+
+/// Writes `--revision-file` and prints the commit id.
+fn finish(options: &Options, commit: &str) -> Result<(), Error> {
+    if let Some(path) = &options.revision_file {
+        write_revision_file(path, commit)?;
+    }
+    println!("{commit}");
+    Ok(())
+}
+
+fn write_revision_file(path: &Path, commit: &str) -> Result<(), Error> {
+    use std::io::Write;
+    if std::fs::read_to_string(path).is_ok_and(|text| text.trim() == commit) {
+        return Ok(());
+    }
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(format!("{commit}\n").as_bytes())
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), &e))?;
+    file.commit(0o644, None)
+}
+
+/// The object to fetch and, when already known, the commit it peels to.
+fn resolve(
+    remote: &Remote<'_>,
+    advertisement: &Advertisement,
+    wanted: &Wanted,
+) -> Result<(Oid, Option<Oid>), Error> {
+    if let Wanted::Commit(id) = wanted {
+        return Ok((*id, Some(*id)));
+    }
+    let listed: Vec<Ref>;
+    let refs = match advertisement {
+        Advertisement::V0 { refs, .. } => refs,
+        Advertisement::V2 { .. } => {
+            let body =
+                remote.upload_pack(true, &protocol::ls_refs_request(&wanted.candidates()))?;
+            listed = protocol::parse_ls_refs(body).map_err(|e| from_pkt(e, remote.url))?;
+            &listed
+        }
+    };
+    let found = protocol::find(refs, wanted).ok_or_else(|| {
+        Error::Remote(match wanted {
+            Wanted::Head => format!("{}: the repository has no HEAD (is it empty?)", remote.url),
+            _ => format!(
+                "{}: no ref {} (tried {}): check --ref",
+                remote.url,
+                match wanted {
+                    Wanted::Name(name) => name.as_str(),
+                    _ => "",
+                },
+                wanted.candidates().join(", ")
+            ),
+        })
+    })?;
+    Ok((found.id, Some(found.peeled.unwrap_or(found.id))))
+}
+
+/// Follows tags to the commit, and returns it with its root tree.
+fn peel(pack: &mut Pack, target: &Oid) -> Result<(Oid, Oid), Error> {
+    let mut id = *target;
+    for _ in 0..16 {
+        let (kind, data) = pack
+            .get(&id)?
+            .ok_or_else(|| checkout::missing(&id, "the wanted commit"))?;
+        let field = |name: &str| -> Result<Oid, Error> {
+            data.split(|&b| b == b'\n')
+                .take_while(|line| !line.is_empty())
+                .find_map(|line| line.strip_prefix(name.as_bytes()))
+                .and_then(|rest| std::str::from_utf8(rest).ok())
+                .and_then(pack::parse_hex)
+                .ok_or_else(|| {
+                    Error::Remote(format!("{} {}: no '{name}' line", kind.name(), hex(&id)))
+                })
+        };
+        match kind {
+            Kind::Tag => id = field("object ")?,
+            Kind::Commit => return Ok((id, field("tree ")?)),
+            other => {
+                return Err(Error::Remote(format!(
+                    "{} is a {}, not a commit",
+                    hex(target),
+                    other.name()
+                )))
+            }
+        }
+    }
+    Err(Error::Remote(format!(
+        "{}: tags nested too deep",
+        hex(target)
+    )))
+}
+
+/// The default deadline: a large repository over a slow link takes minutes.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_must_be_positive() {
+        assert_eq!(parse_depth("3"), Ok(3));
+        assert!(parse_depth("0").is_err());
+        assert!(parse_depth("-1").is_err());
+    }
+}

@@ -1,0 +1,910 @@
+//! `git-shallow` against Debian's real `git http-backend`, compared with real `git clone`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::git_server::{git, git_stdin, Behaviour, GitServer, Repo};
+use crate::util::{have_root, initbox, scratch_pid1, wait_until, Scratch, TempDir};
+
+/// Deterministic bytes that do not compress well.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A repository with every kind of entry; returns (repo, commits oldest first).
+fn rich_repo() -> (Repo, Vec<String>) {
+    let repo = Repo::new("git-rich");
+    let w = &repo.work;
+    fs::write(w.join("a.txt"), "alpha\n").unwrap();
+    fs::write(w.join("empty"), "").unwrap();
+    fs::write(w.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(w.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("a.txt", w.join("link")).unwrap();
+    std::os::unix::fs::symlink("dir/sub", w.join("dirlink")).unwrap();
+    fs::create_dir_all(w.join("dir/sub/deeper")).unwrap();
+    fs::write(w.join("dir/sub/deeper/deep.txt"), "deep\n").unwrap();
+    fs::write(w.join("ünïcødé ☃.txt"), "snow\n").unwrap();
+    fs::write(w.join("bin.dat"), noise(300_000, 7)).unwrap();
+    let mut big = Vec::new();
+    for i in 0..60_000 {
+        big.extend_from_slice(format!("line {i} of a large text file\n").as_bytes());
+    }
+    fs::write(w.join("big.txt"), &big).unwrap();
+    let mut commits = vec![repo.commit("one")];
+    big.extend_from_slice(b"one more line\n");
+    big[100..110].copy_from_slice(b"CHANGED!!!");
+    fs::write(w.join("big.txt"), &big).unwrap();
+    fs::write(w.join("a.txt"), "alpha 2\n").unwrap();
+    git(w, &["add", "-A"]);
+    // A submodule entry (gitlink) pointing at some commit.
+    git(
+        w,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{},submod", commits[0]),
+        ],
+    );
+    git(w, &["commit", "-q", "-m", "two"]);
+    commits.push(git(w, &["rev-parse", "HEAD"]));
+    git(w, &["tag", "-a", "v1", "-m", "release 1"]);
+    git(w, &["tag", "light"]);
+    fs::write(w.join("a.txt"), "alpha 3\n").unwrap();
+    // Not `add -A`: the gitlink has no directory in the work tree and would be dropped.
+    git(w, &["add", "a.txt"]);
+    git(w, &["commit", "-q", "-m", "three"]);
+    commits.push(git(w, &["rev-parse", "HEAD"]));
+    git(w, &["checkout", "-q", "-b", "feature"]);
+    fs::write(w.join("feature.txt"), "feature\n").unwrap();
+    commits.push(repo.commit("feature"));
+    git(w, &["checkout", "-q", "main"]);
+    repo.publish();
+    (repo, commits)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Node {
+    File(u32, Vec<u8>),
+    Link(PathBuf),
+    Dir(u32),
+}
+
+/// Every path under `root` (without `.git`) with its type, permission bits and content.
+fn snapshot(root: &Path) -> BTreeMap<String, Node> {
+    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Node>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if prefix.is_empty() && name == ".git" {
+                continue;
+            }
+            let path = entry.path();
+            let rel = format!("{prefix}{name}");
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.file_type().is_symlink() {
+                out.insert(rel, Node::Link(fs::read_link(&path).unwrap()));
+            } else if meta.is_dir() {
+                out.insert(rel.clone(), Node::Dir(mode));
+                walk(&path, &format!("{rel}/"), out);
+            } else {
+                out.insert(rel, Node::File(mode, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, "", &mut out);
+    out
+}
+
+#[track_caller]
+fn assert_same_as_git_clone(server: &GitServer, dest: &Path, args: &[&str]) {
+    let scratch = TempDir::new("git-reference");
+    let mut clone = vec!["clone", "-q", "--depth", "1", "--no-tags"];
+    clone.extend_from_slice(args);
+    let url = server.url("repo.git");
+    clone.extend_from_slice(&[url.as_str(), "ref"]);
+    git(scratch.path(), &clone);
+    let expected = snapshot(&scratch.join("ref"));
+    let actual = snapshot(dest);
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        actual.keys().collect::<Vec<_>>()
+    );
+    for (path, node) in &expected {
+        assert!(actual[path] == *node, "{path} differs from git clone");
+    }
+}
+
+fn no_temporaries(dir: &Path) {
+    let names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("initbox-git"))
+        .collect();
+    assert!(
+        names.is_empty(),
+        "left behind in {}: {names:?}",
+        dir.display()
+    );
+}
+
+#[test]
+fn v2_clone_of_head_matches_git_clone() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("site");
+    let revision = out_dir.join("rev");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+        "--revision-file",
+        revision.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2])
+    .stderr_has("submod");
+    assert_same_as_git_clone(&server, &dest, &[]);
+    assert_eq!(
+        fs::read_to_string(&revision).unwrap().trim(),
+        commits[2].as_str()
+    );
+    assert!(server
+        .seen_headers
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|h| h == "git-protocol: version=2" || h == "Git-Protocol: version=2"));
+    no_temporaries(out_dir.path());
+
+    // Same commit again (URL with a trailing slash): nothing is fetched, DEST stays.
+    let before = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    initbox([
+        "git-shallow",
+        &server.url("repo.git/"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2])
+    .stderr_has("already holds");
+    let after = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        after - before <= 2,
+        "fetched again ({} requests)",
+        after - before
+    );
+}
+
+#[test]
+fn branch_tag_annotated_tag_and_commit_refs() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    for (wanted, commit, clone_args) in [
+        ("feature", &commits[3], vec!["--branch", "feature"]),
+        ("v1", &commits[1], vec!["--branch", "v1"]),
+        ("light", &commits[1], vec!["--branch", "light"]),
+        ("refs/heads/main", &commits[2], vec![]),
+    ] {
+        let out_dir = TempDir::new("git-out");
+        let dest = out_dir.join("dest");
+        initbox([
+            "git-shallow",
+            &server.url("repo.git"),
+            dest.to_str().unwrap(),
+            "--ref",
+            wanted,
+        ])
+        .run()
+        .success()
+        .stdout_has(commit);
+        assert_same_as_git_clone(&server, &dest, &clone_args);
+    }
+    // A commit id that is not a ref tip, with depth 3.
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+        "--ref",
+        &commits[0],
+        "--depth",
+        "3",
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[0]);
+    assert_eq!(fs::read_to_string(dest.join("a.txt")).unwrap(), "alpha\n");
+    assert!(!dest.join("submod").exists());
+    // Pinned and already there: succeeds without the server.
+    initbox([
+        "git-shallow",
+        "http://127.0.0.1:9/unreachable.git",
+        dest.to_str().unwrap(),
+        "--ref",
+        &commits[0],
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[0])
+    .stderr_has("already holds");
+
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        out_dir.join("x").to_str().unwrap(),
+        "--ref",
+        "nope",
+    ])
+    .run()
+    .code(76)
+    .stderr_has("no ref nope");
+}
+
+#[test]
+fn v0_server_and_depth_three() {
+    let (repo, commits) = rich_repo();
+    let behaviour = Behaviour {
+        v0_only: true,
+        ..Behaviour::default()
+    };
+    let server = GitServer::start(repo.root.path(), behaviour);
+    for (wanted, commit, clone_args) in [
+        ("main", &commits[2], vec!["--branch", "main"]),
+        ("v1", &commits[1], vec!["--branch", "v1"]),
+    ] {
+        let out_dir = TempDir::new("git-out");
+        let dest = out_dir.join("dest");
+        initbox([
+            "git-shallow",
+            &server.url("repo.git"),
+            dest.to_str().unwrap(),
+            "--ref",
+            wanted,
+            "--depth",
+            "3",
+        ])
+        .run()
+        .success()
+        .stdout_has(commit)
+        .stderr_lacks(" 0 deltas");
+        assert_same_as_git_clone(&server, &dest, &clone_args);
+    }
+}
+
+#[test]
+fn submodules_refused_on_request_and_replace_swaps() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    let url = server.url("repo.git");
+    let d = dest.to_str().unwrap();
+    initbox(["git-shallow", &url, d, "--fail-on-submodules"])
+        .run()
+        .code(76)
+        .stderr_has("submod");
+    assert!(!dest.exists());
+    no_temporaries(out_dir.path());
+
+    initbox(["git-shallow", &url, d, "--ref", "feature"])
+        .run()
+        .success();
+    initbox(["git-shallow", &url, d, "--ref", "main"])
+        .run()
+        .code(74)
+        .stderr_has("--replace");
+    assert!(dest.join("feature.txt").exists());
+    initbox(["git-shallow", &url, d, "--ref", "main", "--replace"])
+        .run()
+        .success()
+        .stdout_has(&commits[2]);
+    assert!(!dest.join("feature.txt").exists());
+    assert_same_as_git_clone(&server, &dest, &[]);
+    no_temporaries(out_dir.path());
+
+    // Foreign content is left alone unless --replace.
+    let other = out_dir.join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("keep"), "x").unwrap();
+    initbox(["git-shallow", &url, other.to_str().unwrap()])
+        .run()
+        .code(74);
+    assert!(other.join("keep").exists());
+}
+
+#[test]
+fn mount_point_dest_with_read_only_parent_uses_a_temporary_inside() {
+    if !have_root("mount_point_dest_with_read_only_parent_uses_a_temporary_inside") {
+        return;
+    }
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let parent = out_dir.join("ro");
+    let dest = parent.join("dest");
+    fs::create_dir_all(&dest).unwrap();
+    // In a private mount namespace: DEST a tmpfs, its parent read-only.
+    let script = format!(
+        "mount --bind {parent} {parent} && mount -o remount,bind,ro {parent} && \
+         mount -t tmpfs none {dest} && {bin} git-shallow {url} {dest} && \
+         {bin} git-shallow {url} {dest} && ls -A {dest}",
+        dest = dest.display(),
+        parent = parent.display(),
+        bin = crate::util::bin().display(),
+        url = server.url("repo.git"),
+    );
+    let out = crate::util::Cmd::from({
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+        c
+    })
+    .run();
+    out.success()
+        .stdout_has(&commits[2])
+        .stderr_has("already holds");
+    assert!(
+        !out.stdout.contains("initbox-git"),
+        "temporary left: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("run.sh"));
+}
+
+#[test]
+fn hostile_trees_are_refused_and_nothing_escapes() {
+    for (case, entries) in [
+        ("dotdot", vec!["100644 blob {A}\t.."]),
+        ("dotgit", vec!["040000 tree {T}\t.git"]),
+        ("DOTGIT", vec!["040000 tree {T}\t.GIT"]),
+        ("ntfs", vec!["040000 tree {T}\tgit~1"]),
+        (
+            "symlink-then-dir",
+            vec!["120000 blob {L}\tesc", "040000 tree {T}\tesc"],
+        ),
+    ] {
+        let repo = Repo::new("git-hostile");
+        let w = &repo.work;
+        let outside = TempDir::new("git-outside");
+        let a = git_stdin(w, &["hash-object", "-w", "--stdin"], b"pwned\n");
+        let l = git_stdin(
+            w,
+            &["hash-object", "-w", "--stdin"],
+            outside.path().to_str().unwrap().as_bytes(),
+        );
+        let t = git_stdin(
+            w,
+            &["mktree"],
+            format!("100644 blob {a}\tfile\n").as_bytes(),
+        );
+        let listing: String = entries
+            .iter()
+            .map(|e| e.replace("{A}", &a).replace("{T}", &t).replace("{L}", &l) + "\n")
+            .collect();
+        let root = git_stdin(w, &["mktree", "--missing"], listing.as_bytes());
+        let commit = git_stdin(
+            w,
+            &[
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@e",
+                "commit-tree",
+                &root,
+                "-m",
+                case,
+            ],
+            b"",
+        );
+        git(w, &["update-ref", "refs/heads/main", &commit]);
+        repo.publish();
+        let server = GitServer::start(repo.root.path(), Behaviour::default());
+        let out_dir = TempDir::new("git-out");
+        let dest = out_dir.join("dest");
+        initbox([
+            "git-shallow",
+            &server.url("repo.git"),
+            dest.to_str().unwrap(),
+        ])
+        .run()
+        .code(76)
+        .stderr_has("refusing");
+        assert!(!dest.exists(), "{case}: DEST was created");
+        assert!(
+            fs::read_dir(outside.path()).unwrap().next().is_none(),
+            "{case}: escaped"
+        );
+        no_temporaries(out_dir.path());
+    }
+}
+
+#[test]
+fn object_not_matching_its_id_is_an_integrity_error() {
+    let repo = Repo::new("git-corrupt");
+    fs::write(repo.work.join("good.txt"), "the real content\n").unwrap();
+    repo.commit("one");
+    repo.publish();
+    // Replace the loose blob's file with another object's, keeping its name (its id).
+    let blob = git(&repo.bare, &["rev-parse", "HEAD:good.txt"]);
+    let packs: Vec<PathBuf> = fs::read_dir(repo.bare.join("objects/pack"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    let mut data = Vec::new();
+    for pack in &packs {
+        if pack.extension().is_some_and(|e| e == "pack") {
+            data.push(fs::read(pack).unwrap());
+        }
+        fs::remove_file(pack).unwrap();
+    }
+    for pack in data {
+        git_stdin(&repo.bare, &["unpack-objects", "-q"], &pack);
+    }
+    let evil = git_stdin(
+        &repo.bare,
+        &["hash-object", "-w", "--stdin"],
+        b"evil content\n",
+    );
+    let path = |id: &str| repo.bare.join(format!("objects/{}/{}", &id[..2], &id[2..]));
+    let _ = fs::set_permissions(path(&blob), fs::Permissions::from_mode(0o644));
+    fs::copy(path(&evil), path(&blob)).unwrap();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .code(79)
+    .stderr_has(&blob);
+    assert!(!dest.exists());
+    no_temporaries(out_dir.path());
+}
+
+#[test]
+fn server_error_message_is_surfaced() {
+    let (repo, _) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        out_dir.join("dest").to_str().unwrap(),
+        "--ref",
+        "0123456789012345678901234567890123456789",
+    ])
+    .run()
+    .code(76)
+    .stderr_has("the server reported")
+    .stderr_has("0123456789012345678901234567890123456789");
+    // A crafted side-band error in the pack stream.
+    let mut body = Vec::new();
+    {
+        let line = "packfile\n";
+        body.extend(format!("{:04x}{line}", line.len() + 4).as_bytes());
+    }
+    let msg = "\x03fatal: disk quota exceeded on the server\n";
+    body.extend(format!("{:04x}{msg}", msg.len() + 4).as_bytes());
+    let crafted = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            upload_pack_body: Some(body),
+            ..Behaviour::default()
+        },
+    );
+    initbox([
+        "git-shallow",
+        &crafted.url("repo.git"),
+        out_dir.join("dest").to_str().unwrap(),
+        "--ref",
+        "main",
+    ])
+    .run()
+    .code(76)
+    .stderr_has("disk quota exceeded");
+    assert!(!out_dir.join("dest").exists());
+    initbox([
+        "git-shallow",
+        &server.url("missing.git"),
+        out_dir.join("dest").to_str().unwrap(),
+    ])
+    .run()
+    .code(76)
+    .stderr_has("404");
+}
+
+#[test]
+fn basic_auth_from_file_is_sent_and_not_logged() {
+    let (repo, commits) = rich_repo();
+    // "deploy:s3cret" in base64.
+    let server = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            require_auth: Some("Basic ZGVwbG95OnMzY3JldA==".into()),
+            ..Behaviour::default()
+        },
+    );
+    let out_dir = TempDir::new("git-out");
+    let secret = out_dir.join("token");
+    fs::write(&secret, "s3cret\n").unwrap();
+    let dest = out_dir.join("dest");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .code(76)
+    .stderr_has("401");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+        "--username",
+        "deploy",
+        "--password-file",
+        secret.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2])
+    .stderr_lacks("s3cret");
+}
+
+#[test]
+fn stalled_server_times_out() {
+    let (repo, _) = rich_repo();
+    let server = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            stall_after: Some(20_000),
+            ..Behaviour::default()
+        },
+    );
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+        "--timeout",
+        "2s",
+    ])
+    .limit(Duration::from_secs(10))
+    .run()
+    .code(124);
+    assert!(!dest.exists());
+    no_temporaries(out_dir.path());
+}
+
+#[test]
+fn sigterm_mid_transfer_as_pid1_leaves_dest_untouched() {
+    if !have_root("sigterm_mid_transfer_as_pid1_leaves_dest_untouched") {
+        return;
+    }
+    let (repo, _) = rich_repo();
+    let server = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            chunk_pause: Some(Duration::from_millis(50)),
+            ..Behaviour::default()
+        },
+    );
+    let scratch = Scratch::new();
+    fs::create_dir(scratch.root.join("dest")).unwrap();
+    fs::write(scratch.root.join("dest/old"), "old").unwrap();
+    let running = scratch
+        .initbox(["git-shallow", &server.url("repo.git"), "/dest", "--replace"])
+        .spawn();
+    let pid1 = scratch_pid1(&running);
+    // Wait until the transfer is under way: the temporary workspace exists.
+    wait_until("the transfer to start", Duration::from_secs(10), || {
+        fs::read_dir(scratch.root.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("initbox-git")
+        })
+    });
+    running.signal(libc::SIGTERM, pid1);
+    running.finish().code(143);
+    assert_eq!(
+        fs::read_to_string(scratch.root.join("dest/old")).unwrap(),
+        "old"
+    );
+    assert_eq!(fs::read_dir(scratch.root.join("dest")).unwrap().count(), 1);
+    no_temporaries(scratch.root.path());
+}
+
+#[test]
+fn bearer_token_and_url_credentials_are_never_printed() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            require_auth: Some("Bearer t0ken-xyz".into()),
+            ..Behaviour::default()
+        },
+    );
+    let out_dir = TempDir::new("git-out");
+    let token = out_dir.join("token");
+    fs::write(&token, "t0ken-xyz\n").unwrap();
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        out_dir.join("dest").to_str().unwrap(),
+        "--bearer-file",
+        token.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2])
+    .stderr_lacks("t0ken");
+    // A password in the URL is sent as basic auth (rejected here) and masked in messages.
+    let url = server
+        .url("repo.git")
+        .replace("http://", "http://deploy:hunter2@");
+    initbox(["git-shallow", &url, out_dir.join("other").to_str().unwrap()])
+        .run()
+        .code(76)
+        .stderr_has("401")
+        .stderr_lacks("hunter2");
+}
+
+#[test]
+fn clones_as_pid1_in_an_empty_root() {
+    if !have_root("clones_as_pid1_in_an_empty_root") {
+        return;
+    }
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let scratch = Scratch::new();
+    scratch
+        .initbox([
+            "git-shallow",
+            &server.url("repo.git"),
+            "/srv/site",
+            "--revision-file",
+            "/srv/rev",
+        ])
+        .run()
+        .success()
+        .stdout_has(&commits[2]);
+    assert_same_as_git_clone(&server, &scratch.root.join("srv/site"), &[]);
+    assert_eq!(
+        fs::read_to_string(scratch.root.join("srv/rev"))
+            .unwrap()
+            .trim(),
+        commits[2].as_str()
+    );
+    no_temporaries(&scratch.root.join("srv"));
+}
+
+#[test]
+fn workspace_left_by_a_killed_run_is_cleaned_up() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    fs::create_dir_all(dest.join(".initbox-git-999-abc/tree")).unwrap();
+    fs::write(dest.join(".initbox-git-999-abc/tree/junk"), "x").unwrap();
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2]);
+    no_temporaries(&dest);
+    assert_same_as_git_clone(&server, &dest, &[]);
+}
+
+#[test]
+fn usage_errors_before_any_work() {
+    for args in [
+        vec!["git-shallow"],
+        vec!["git-shallow", "http://127.0.0.1:1/r.git"],
+        vec!["git-shallow", "ftp://x/r.git", "/tmp/x"],
+        vec![
+            "git-shallow",
+            "http://127.0.0.1:1/r.git",
+            "/tmp/x",
+            "--depth",
+            "0",
+        ],
+        vec![
+            "git-shallow",
+            "http://127.0.0.1:1/r.git",
+            "/tmp/x",
+            "--bogus",
+        ],
+        vec![
+            "git-shallow",
+            "http://127.0.0.1:1/r.git",
+            "/tmp/x",
+            "--password-env",
+            "NOT_SET_ANYWHERE_42",
+        ],
+    ] {
+        initbox(&args).run().code(64);
+    }
+}
+
+/// nginx (TLS) + fcgiwrap + git http-backend, stopped on drop.
+struct TlsGitServer {
+    dir: TempDir,
+    fcgiwrap: std::process::Child,
+    nginx: std::process::Child,
+    port: u16,
+}
+
+impl TlsGitServer {
+    fn start(project_root: &Path) -> TlsGitServer {
+        use crate::util::{free_port, require_tool};
+        let dir = TempDir::new("git-tls");
+        let openssl = require_tool("openssl");
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new(&openssl)
+                .current_dir(dir.path())
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "openssl {args:?}");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=initbox test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        fs::write(
+            dir.join("ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let socket = dir.join("fcgi.sock");
+        let fcgiwrap = std::process::Command::new(require_tool("fcgiwrap"))
+            .arg("-s")
+            .arg(format!("unix:{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            "user root; daemon off; pid {d}/nginx.pid; error_log {d}/error.log; worker_processes 1;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; fastcgi_temp_path {d}/fcgi; proxy_temp_path {d}/proxy;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME /usr/lib/git-core/git-http-backend;
+            fastcgi_param GIT_PROJECT_ROOT {root};
+            fastcgi_param GIT_HTTP_EXPORT_ALL \"\";
+            fastcgi_param PATH_INFO $uri;
+            fastcgi_param GIT_PROTOCOL $http_git_protocol;
+            fastcgi_pass unix:{socket};
+        }}
+    }}
+}}
+",
+            root = project_root.display(),
+            socket = socket.display(),
+        );
+        fs::write(dir.join("nginx.conf"), config).unwrap();
+        let nginx = std::process::Command::new(require_tool("nginx"))
+            .args(["-c", dir.join("nginx.conf").to_str().unwrap(), "-p"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("nginx to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && socket.exists()
+        });
+        TlsGitServer {
+            dir,
+            fcgiwrap,
+            nginx,
+            port,
+        }
+    }
+}
+
+impl Drop for TlsGitServer {
+    fn drop(&mut self) {
+        // nginx runs in the foreground (daemon off); SIGTERM makes the master stop its workers.
+        // SAFETY: kill has no memory effects; the pid is the nginx child this test started.
+        unsafe { libc::kill(self.nginx.id() as i32, libc::SIGTERM) };
+        let _ = self.nginx.wait();
+        let _ = self.fcgiwrap.kill();
+        let _ = self.fcgiwrap.wait();
+    }
+}
+
+#[test]
+fn https_with_ca_file_and_untrusted_without() {
+    let (repo, commits) = rich_repo();
+    let server = TlsGitServer::start(repo.root.path());
+    let url = format!("https://127.0.0.1:{}/repo.git", server.port);
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    initbox(["git-shallow", &url, dest.to_str().unwrap()])
+        .run()
+        .code(78);
+    assert!(!dest.exists());
+    initbox([
+        "git-shallow",
+        &url,
+        dest.to_str().unwrap(),
+        "--ca-file",
+        server.dir.join("ca.pem").to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2]);
+    assert_eq!(fs::read_to_string(dest.join("a.txt")).unwrap(), "alpha 3\n");
+}
