@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
-use sha1::{Digest, Sha1};
+use ring::digest::{Context, SHA1_FOR_LEGACY_USE_ONLY as SHA1};
 
 use super::delta;
 use crate::error::Error;
@@ -76,11 +76,19 @@ pub fn parse_hex(text: &str) -> Option<Oid> {
 pub fn object_id(kind: Kind, data: &[u8]) -> Oid {
     let mut hasher = object_hasher(kind, data.len() as u64);
     hasher.update(data);
-    hasher.finalize().into()
+    finish(hasher)
 }
 
-fn object_hasher(kind: Kind, size: u64) -> Sha1 {
-    let mut hasher = Sha1::new();
+/// The object id from a finished SHA-1 (git's object names are SHA-1, hence ring's legacy
+/// algorithm, which costs nothing: ring is linked for TLS anyway).
+fn finish(hasher: Context) -> Oid {
+    let mut oid = [0u8; 20];
+    oid.copy_from_slice(hasher.finish().as_ref());
+    oid
+}
+
+fn object_hasher(kind: Kind, size: u64) -> Context {
+    let mut hasher = Context::new(&SHA1);
     hasher.update(format!("{} {size}\0", kind.name()).as_bytes());
     hasher
 }
@@ -129,7 +137,7 @@ struct Input<'a, R> {
     end: usize,
     position: u64,
     out: BufWriter<&'a File>,
-    hasher: Sha1,
+    hasher: Context,
     read_error: &'a dyn Fn(io::Error) -> Error,
 }
 
@@ -201,7 +209,7 @@ pub fn receive(
         end: 0,
         position: 0,
         out: BufWriter::with_capacity(CHUNK, &file),
-        hasher: Sha1::new(),
+        hasher: Context::new(&SHA1),
         read_error,
     };
     let header: [u8; 12] = input.bytes()?;
@@ -300,7 +308,7 @@ pub fn receive(
             _ => None,
         };
         if let Some(hasher) = hasher {
-            by_id.insert(hasher.finalize().into(), entries.len());
+            by_id.insert(finish(hasher), entries.len());
         }
         offsets.push(offset);
         entries.push(Entry {
@@ -311,7 +319,7 @@ pub fn receive(
             kind,
         });
     }
-    let computed: Oid = input.hasher.clone().finalize().into();
+    let computed: Oid = finish(input.hasher.clone());
     let mut trailer = [0u8; 20];
     for slot in &mut trailer {
         if !input.fill()? {
@@ -613,7 +621,11 @@ pub mod tests {
                 }
             }
         }
-        let sum: Oid = Sha1::digest(&pack).into();
+        let sum: Oid = finish({
+            let mut context = Context::new(&SHA1);
+            context.update(&pack);
+            context
+        });
         pack.extend_from_slice(&sum);
         pack
     }
