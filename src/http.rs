@@ -451,6 +451,31 @@ fn redact_header_text(text: &str) -> String {
 }
 
 /// `Authorization: Basic ...` for a user and password (RFC 7617).
+/// A secret from a file (a mounted Secret): trailing line breaks dropped, an empty file refused.
+/// Read when the job runs, not while parsing, so `--check-args` needs no Secret mounted.
+pub fn read_secret_file(path: &std::path::Path, option: &str) -> Result<String, Error> {
+    let what = format!("{option} {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(&what, &e))?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    if text.trim().is_empty() {
+        return Err(Error::Data(format!("{what}: the file is empty")));
+    }
+    Ok(text.to_string())
+}
+
+/// `Authorization: Bearer` with the token of `--bearer-file PATH`.
+pub fn bearer_from_file(path: &std::path::Path) -> Result<Header, Error> {
+    let token = read_secret_file(path, "--bearer-file")?;
+    let header = Header::new("Authorization", format!("Bearer {}", token.trim()));
+    header.validate().map_err(|_| {
+        Error::Data(format!(
+            "--bearer-file {}: the token has a line break inside",
+            path.display()
+        ))
+    })?;
+    Ok(header)
+}
+
 pub fn basic_auth(user: &str, password: &str) -> Header {
     Header::new(
         "Authorization",

@@ -274,7 +274,7 @@ impl Failure {
 
 fn run(mut request: Request, deadline: &Deadline) -> Result<(), Error> {
     if let Some(path) = request.bearer_file.take() {
-        request.headers.push(read_bearer(&path)?);
+        request.headers.push(http::bearer_from_file(&path)?);
     }
     let client = Client::new(&request.settings, deadline)?;
     let mut backoff = Backoff::exponential(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
@@ -326,26 +326,6 @@ fn sleep_checking(pause: Duration, deadline: &Deadline, url: &Url) -> Result<(),
         std::thread::sleep(left.min(Duration::from_millis(50)));
     }
     Ok(())
-}
-
-fn read_bearer(path: &std::path::Path) -> Result<Header, Error> {
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("--bearer-file {}", path.display()), &e))?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(Error::Data(format!(
-            "--bearer-file {}: the file is empty",
-            path.display()
-        )));
-    }
-    let header = Header::new("Authorization", format!("Bearer {token}"));
-    header.validate().map_err(|_| {
-        Error::Data(format!(
-            "--bearer-file {}: the token has a line break inside",
-            path.display()
-        ))
-    })?;
-    Ok(header)
 }
 
 /// Where the body goes during one attempt. Stdout is written through a duplicate of its

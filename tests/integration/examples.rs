@@ -77,8 +77,13 @@ fn every_example_command_line_parses() {
         }
         assert!(!found.is_empty(), "{} runs no initbox", path.display());
         for argv in found {
+            // Before a `--`: after it, the flag would belong to the command to exec.
             let mut checked = argv.clone();
-            checked.push("--check-args".into());
+            let at = checked
+                .iter()
+                .position(|a| a == "--")
+                .unwrap_or(checked.len());
+            checked.insert(at, "--check-args".into());
             let out = initbox(&checked).run();
             assert_eq!(
                 out.code,

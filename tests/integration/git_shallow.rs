@@ -736,16 +736,21 @@ fn usage_errors_before_any_work() {
             "/tmp/x",
             "--bogus",
         ],
-        vec![
-            "git-shallow",
-            "http://127.0.0.1:1/r.git",
-            "/tmp/x",
-            "--password-env",
-            "NOT_SET_ANYWHERE_42",
-        ],
     ] {
         initbox(&args).run().code(64);
     }
+    // Credentials are read when the job runs (so --check-args needs no Secret): a variable
+    // that is not set is missing input, named in the message.
+    initbox([
+        "git-shallow",
+        "http://127.0.0.1:1/r.git",
+        "/tmp/x",
+        "--password-env",
+        "NOT_SET_ANYWHERE_42",
+    ])
+    .run()
+    .code(66)
+    .stderr_has("--password-env NOT_SET_ANYWHERE_42: the variable is not set");
 }
 
 /// nginx (TLS) + fcgiwrap + git http-backend, stopped on drop.

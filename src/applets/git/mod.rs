@@ -81,8 +81,45 @@ struct Options {
     replace: bool,
     revision_file: Option<PathBuf>,
     fail_on_submodules: bool,
-    auth: Option<Header>,
+    credentials: Credentials,
     http: http::Settings,
+}
+
+/// Where the credentials come from; read when the job runs (`--check-args` reads nothing).
+enum Credentials {
+    None,
+    Bearer(PathBuf),
+    Password(String, Secret),
+}
+
+enum Secret {
+    File(PathBuf),
+    Env(String),
+}
+
+impl Credentials {
+    fn header(&self) -> Result<Option<Header>, Error> {
+        let (user, secret) = match self {
+            Credentials::None => return Ok(None),
+            Credentials::Bearer(path) => return http::bearer_from_file(path).map(Some),
+            Credentials::Password(user, secret) => (user, secret),
+        };
+        let password = match secret {
+            Secret::File(path) => http::read_secret_file(path, "--password-file")?,
+            Secret::Env(var) => std::env::var(var).map_err(|_| {
+                Error::InputMissing(format!("--password-env {var}: the variable is not set"))
+            })?,
+        };
+        Ok(Some(http::basic_auth(user, &password)))
+    }
+}
+
+/// The basic-auth user: `--username`, else the URL's, else "git" (what hosting services accept
+/// with a token as the password).
+fn user_for(username: Option<String>, url: &Url) -> String {
+    username
+        .or_else(|| url.credentials().map(|(user, _)| user.to_string()))
+        .unwrap_or_else(|| "git".into())
 }
 
 fn parse_depth(text: &str) -> Result<u32, String> {
@@ -94,16 +131,6 @@ fn parse_depth(text: &str) -> Result<u32, String> {
     }
 }
 
-fn read_secret_file(path: &str, option: &str) -> Result<String, Error> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::io(format!("{option} {path}"), &e))?;
-    let text = text.trim_end_matches(['\n', '\r']).to_string();
-    if text.is_empty() {
-        return Err(Error::Data(format!("{option} {path}: the file is empty")));
-    }
-    Ok(text)
-}
-
 pub fn parse(mut args: Args) -> Result<Job, Error> {
     let wanted = args.value("--ref", |t| Ok(t.to_string()))?;
     let depth = args.value("--depth", parse_depth)?.unwrap_or(DEFAULT_DEPTH);
@@ -111,9 +138,9 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     let revision_file = args.value("--revision-file", |t| Ok(PathBuf::from(t)))?;
     let fail_on_submodules = args.flag("--fail-on-submodules");
     let username = args.value("--username", |t| Ok(t.to_string()))?;
-    let password_file = args.value("--password-file", |t| Ok(t.to_string()))?;
+    let password_file = args.value("--password-file", |t| Ok(PathBuf::from(t)))?;
     let password_env = args.value("--password-env", |t| Ok(t.to_string()))?;
-    let bearer_file = args.value("--bearer-file", |t| Ok(t.to_string()))?;
+    let bearer_file = args.value("--bearer-file", |t| Ok(PathBuf::from(t)))?;
     let ca_files = args.values("--ca-file")?;
     let mut settings = http::Settings {
         ca_files: ca_files.into_iter().map(PathBuf::from).collect(),
@@ -142,26 +169,15 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     if bearer_file.is_some() && (password_file.is_some() || password_env.is_some()) {
         return Err(Error::usage("give --bearer-file or a password, not both"));
     }
-    let password =
-        match (&password_file, &password_env) {
-            (Some(path), _) => Some(read_secret_file(path, "--password-file")?),
-            (_, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                Error::usage(format!("--password-env {var}: the variable is not set"))
-            })?),
-            _ => None,
-        };
-    let auth = match (bearer_file, password) {
-        (Some(path), _) => Some(Header::new(
-            "Authorization",
-            format!("Bearer {}", read_secret_file(&path, "--bearer-file")?),
-        )),
-        (None, Some(password)) => {
-            let user = username
-                .or_else(|| url.credentials().map(|(u, _)| u.to_string()))
-                .unwrap_or_else(|| "git".into());
-            Some(http::basic_auth(&user, &password))
+    let credentials = match (bearer_file, password_file, password_env) {
+        (Some(path), _, _) => Credentials::Bearer(path),
+        (None, Some(path), _) => {
+            Credentials::Password(user_for(username, &url), Secret::File(path))
         }
-        (None, None) => None,
+        (None, None, Some(var)) => {
+            Credentials::Password(user_for(username, &url), Secret::Env(var))
+        }
+        (None, None, None) => Credentials::None,
     };
     let options = Options {
         url,
@@ -171,7 +187,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         replace,
         revision_file,
         fail_on_submodules,
-        auth,
+        credentials,
         http: settings,
     };
     Ok(Box::new(move |deadline| run(&options, deadline)))
@@ -306,10 +322,11 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             return finish(options, current);
         }
     }
+    let auth = options.credentials.header()?;
     let remote = Remote {
         client: Client::new(&options.http, deadline)?,
         url: &options.url,
-        auth: options.auth.as_ref(),
+        auth: auth.as_ref(),
     };
     let advertisement = remote.advertisement()?;
     let v2 = matches!(advertisement, Advertisement::V2 { .. });
