@@ -280,3 +280,51 @@ fn fetch_in_a_container_trusts_a_mounted_ca_file() {
     );
     assert!(!volume.join("again.txt").exists());
 }
+
+#[test]
+fn git_shallow_in_a_container_checks_out_a_commit() {
+    let Some((_lab, image)) = lab_with_image("git_shallow_in_a_container_checks_out_a_commit")
+    else {
+        return;
+    };
+    use crate::git_server::{Behaviour, GitServer, Repo};
+    let repo = Repo::new("docker-git");
+    std::fs::write(repo.work.join("index.html"), "<h1>site</h1>\n").unwrap();
+    std::fs::create_dir(repo.work.join("css")).unwrap();
+    std::fs::write(repo.work.join("css/site.css"), "h1 { color: teal }\n").unwrap();
+    let commit = repo.commit("site");
+    repo.publish();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let volume = TempDir::new("docker-git-out");
+    std::fs::set_permissions(
+        volume.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mount = format!("{}:/site", volume.path().display());
+    let out = docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-v",
+        &mount,
+        &image,
+        "git-shallow",
+        &server.url("repo.git"),
+        "/site/html",
+        "--revision-file",
+        "/site/REVISION",
+    ]);
+    assert!(out.contains(&commit), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("html/css/site.css")).unwrap(),
+        "h1 { color: teal }\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(volume.join("REVISION"))
+            .unwrap()
+            .trim(),
+        commit
+    );
+}
