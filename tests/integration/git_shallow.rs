@@ -765,65 +765,7 @@ impl TlsGitServer {
     fn start(project_root: &Path) -> TlsGitServer {
         use crate::util::{free_port, require_tool};
         let dir = TempDir::new("git-tls");
-        let openssl = require_tool("openssl");
-        let run = |args: &[&str]| {
-            let status = std::process::Command::new(&openssl)
-                .current_dir(dir.path())
-                .args(args)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "openssl {args:?}");
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=initbox test CA",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        fs::write(
-            dir.join("ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ]);
+        crate::util::make_pki(dir.path());
         let socket = dir.join("fcgi.sock");
         let fcgiwrap = std::process::Command::new(require_tool("fcgiwrap"))
             .arg("-s")
