@@ -384,7 +384,10 @@ impl Pack {
                 deadline.check("resolving deltas")?;
                 match self.load(index)? {
                     Some((kind, data)) => {
-                        self.by_id.insert(object_id(kind, &data), index);
+                        // A delta may rebuild an object the pack already holds, even its own
+                        // base: the id keeps pointing at the first, or the base would become
+                        // the delta itself and the chain a cycle.
+                        self.by_id.entry(object_id(kind, &data)).or_insert(index);
                     }
                     None => still.push(index),
                 }
@@ -678,6 +681,25 @@ pub mod tests {
             .unwrap()
             .is_some());
         assert!(pack.get(&[0; 20]).unwrap().is_none());
+    }
+
+    #[test]
+    fn delta_that_rebuilds_its_own_base_is_not_a_cycle() {
+        // Found by fuzzing: a REF_DELTA whose result equals its base took over the base's id,
+        // so loading that id followed the delta to itself until "delta chain too long".
+        let base_id = object_id(Kind::Blob, b"abc");
+        let same = vec![3, 3, 0x90, 3];
+        let bytes = build(&[
+            Obj::Whole(Kind::Blob, b"abc"),
+            Obj::Ref(base_id, same.clone()),
+            Obj::Ref(base_id, vec![3, 4, 0x90, 3, 1, b'd']),
+            Obj::Ofs(1, same),
+        ]);
+        let mut pack = receive_bytes(&bytes).unwrap();
+        let (_, data) = pack.get(&base_id).unwrap().unwrap();
+        assert_eq!(&data[..], b"abc");
+        let (_, data) = pack.get(&object_id(Kind::Blob, b"abcd")).unwrap().unwrap();
+        assert_eq!(&data[..], b"abcd");
     }
 
     #[test]
