@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::atomic::{parse_mode, AtomicFile, Owner};
 use crate::cli::{format_duration, parse_duration, parse_size, Args};
 use crate::error::Error;
+use crate::hex::encode as hex;
 use crate::http::{self, Client, Header, Settings, Url};
 use crate::log;
 use crate::retry::Backoff;
@@ -190,16 +191,9 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
 }
 
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
-    let invalid = || format!("invalid --sha256 '{text}' (use 64 hex digits)");
-    let text = text.strip_prefix("sha256:").unwrap_or(text);
-    if text.len() != 64 {
-        return Err(invalid());
-    }
-    let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
-    }
-    Ok(digest)
+    let digits = text.strip_prefix("sha256:").unwrap_or(text);
+    crate::hex::decode(digits)
+        .ok_or_else(|| format!("invalid --sha256 '{text}' (use 64 hex digits)"))
 }
 
 /// `NAME=VAR`: header NAME with the value of the environment variable VAR.
@@ -219,10 +213,6 @@ fn header_from_env(spec: &str) -> Result<Header, Error> {
         .validate()
         .map_err(|e| Error::usage(format!("--header-from-env: {e}")))?;
     Ok(header)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Sizes for humans: `512 B`, `1.5 KiB`, `100.0 MiB`, `1.0 GiB`.
@@ -570,6 +560,8 @@ mod tests {
         assert_eq!(parse_sha256(&format!("sha256:{text}")).unwrap(), digest);
         assert!(parse_sha256("abc").is_err());
         assert!(parse_sha256(&"zz".repeat(32)).is_err());
+        // Regression: 64 bytes of mixed-width characters panicked instead of failing to parse.
+        assert!(parse_sha256(&format!("a\u{20ac}{}", "b".repeat(60))).is_err());
     }
 
     #[test]

@@ -58,18 +58,11 @@ impl Kind {
 }
 
 pub fn hex(id: &Oid) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(id)
 }
 
 pub fn parse_hex(text: &str) -> Option<Oid> {
-    if text.len() != 40 {
-        return None;
-    }
-    let mut id = [0u8; 20];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(id)
+    crate::hex::decode(text)
 }
 
 /// The id git gives an object: SHA-1 of "KIND SIZE\0" and the content.
