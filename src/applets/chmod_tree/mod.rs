@@ -11,7 +11,6 @@
 //! failure is reported, the exit code is that of the first.
 
 mod mode;
-mod sys;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs;
@@ -26,8 +25,8 @@ use crate::cli::{format_duration, Args};
 use crate::error::Error;
 use crate::log;
 use crate::supervisor::{Deadline, Job};
+use crate::sys::{self, Dir};
 use mode::{parse_group, parse_owner, ModeSpec, Ownership};
-use sys::Dir;
 
 pub const USAGE: &str = "\
 Usage: initbox chmod-tree [OPTIONS] PATH...

@@ -20,6 +20,7 @@ use super::pack::{hex, Kind, Oid, Pack};
 use crate::error::Error;
 use crate::log;
 use crate::supervisor::{Deadline, TempGuard};
+use crate::sys;
 
 /// Deeper trees than this are refused (git itself limits paths to 4096 bytes).
 const MAX_DEPTH: usize = 2048;
@@ -144,49 +145,27 @@ fn cstring(name: &[u8]) -> CString {
     CString::new(name).expect("names with NUL were refused")
 }
 
-fn last_os_error(what: &str, path: &str) -> Error {
-    let err = io::Error::last_os_error();
+fn os_error(what: &str, path: &str, err: &io::Error) -> Error {
     if err.raw_os_error() == Some(libc::EEXIST) || err.raw_os_error() == Some(libc::ELOOP) {
         return hostile(format!("'{path}' appears twice or goes through a symlink"));
     }
-    Error::io(format!("cannot {what} {path}"), &err)
+    Error::io(format!("cannot {what} {path}"), err)
+}
+
+fn last_os_error(what: &str, path: &str) -> Error {
+    os_error(what, path, &io::Error::last_os_error())
 }
 
 fn open_dir_at(parent: &OwnedFd, name: &CStr, shown: &str) -> Result<OwnedFd, Error> {
-    // SAFETY: openat with a valid directory fd and a NUL-terminated name; the result is checked.
-    let fd = unsafe {
-        libc::openat(
-            parent.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(last_os_error("open directory", shown));
-    }
-    // SAFETY: fd was just returned by openat and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::open_dir_at(parent.as_raw_fd(), name).map_err(|e| os_error("open directory", shown, &e))
 }
 
 /// Opens an existing directory by path (the checkout root).
 pub fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
     let name =
         CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::usage("path contains NUL"))?;
-    // SAFETY: open with a NUL-terminated path; the result is checked.
-    let fd = unsafe {
-        libc::open(
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(Error::io(
-            format!("cannot open {}", path.display()),
-            &io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: fd was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::open_dir_at(libc::AT_FDCWD, &name)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), &e))
 }
 
 impl Checkout<'_> {
@@ -305,10 +284,7 @@ fn create_file_at(dir: &OwnedFd, name: &CStr, mode: u32, shown: &str) -> Result<
     // SAFETY: fd was just returned by openat and is owned by nobody else.
     let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     // The umask must not change what git would check out.
-    // SAFETY: fchmod on an open file descriptor.
-    if unsafe { libc::fchmod(file.as_raw_fd(), mode) } != 0 {
-        return Err(last_os_error("set the mode of", shown));
-    }
+    sys::chmod_fd(file.as_raw_fd(), mode).map_err(|e| os_error("set the mode of", shown, &e))?;
     Ok(file)
 }
 

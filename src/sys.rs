@@ -1,5 +1,6 @@
-//! The few system calls of the walk, each behind a safe function: everything is relative to a
-//! directory file descriptor and nothing follows a symlink.
+//! The file-system calls that must never follow a symlink (chmod-tree's walk, git-shallow's
+//! checkout), each behind a safe function: everything is relative to a directory file
+//! descriptor.
 
 use std::ffi::{CStr, CString};
 use std::io;
