@@ -450,7 +450,6 @@ fn redact_header_text(text: &str) -> String {
     }
 }
 
-/// `Authorization: Basic ...` for a user and password (RFC 7617).
 /// A secret from a file (a mounted Secret): trailing line breaks dropped, an empty file refused.
 /// Read when the job runs, not while parsing, so `--check-args` needs no Secret mounted.
 pub fn read_secret_file(path: &std::path::Path, option: &str) -> Result<String, Error> {
@@ -476,6 +475,7 @@ pub fn bearer_from_file(path: &std::path::Path) -> Result<Header, Error> {
     Ok(header)
 }
 
+/// `Authorization: Basic ...` for a user and password (RFC 7617).
 pub fn basic_auth(user: &str, password: &str) -> Header {
     Header::new(
         "Authorization",
@@ -621,8 +621,6 @@ fn root_certificates(settings: &Settings) -> Result<Vec<Certificate<'static>>, E
         if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
             roots.extend(read_pem_certificates(Path::new(&path), "SSL_CERT_FILE")?);
         }
-    } else if settings.ca_files.is_empty() {
-        return Err(Error::usage("--ca-file-only needs --ca-file"));
     }
     for path in &settings.ca_files {
         roots.extend(read_pem_certificates(path, "--ca-file")?);
@@ -841,30 +839,12 @@ impl Client {
                 proxy.map(|p| p.0.as_str()),
             )
         };
+        let proxy = proxy.map(|p| p.1.clone());
+        let remaining = self.deadline.remaining();
         let result = match method {
-            Method::Get => {
-                let mut request = self.agent.get(&target);
-                for header in headers {
-                    request = request.header(header.name.as_str(), header.value.as_str());
-                }
-                request
-                    .config()
-                    .proxy(proxy.map(|p| p.1.clone()))
-                    .timeout_global(self.deadline.remaining())
-                    .build()
-                    .call()
-            }
+            Method::Get => prepare(self.agent.get(&target), headers, proxy, remaining).call(),
             Method::Post(body) => {
-                let mut request = self.agent.post(&target);
-                for header in headers {
-                    request = request.header(header.name.as_str(), header.value.as_str());
-                }
-                request
-                    .config()
-                    .proxy(proxy.map(|p| p.1.clone()))
-                    .timeout_global(self.deadline.remaining())
-                    .build()
-                    .send(body)
+                prepare(self.agent.post(&target), headers, proxy, remaining).send(body)
             }
         };
         let response = result.map_err(fail)?;
@@ -879,6 +859,24 @@ impl Client {
             deadline: self.deadline,
         })
     }
+}
+
+/// Headers, proxy and the time left, the same for every method.
+fn prepare<B>(
+    request: ureq::RequestBuilder<B>,
+    headers: &[Header],
+    proxy: Option<Proxy>,
+    remaining: Option<Duration>,
+) -> ureq::RequestBuilder<B> {
+    headers
+        .iter()
+        .fold(request, |request, header| {
+            request.header(header.name.as_str(), header.value.as_str())
+        })
+        .config()
+        .proxy(proxy)
+        .timeout_global(remaining)
+        .build()
 }
 
 /// A response whose body has not been read yet.
