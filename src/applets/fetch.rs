@@ -88,8 +88,11 @@ enum Destination {
 struct Request {
     url: Url,
     headers: Vec<Header>,
-    /// Read when the job starts, so a token rotated before a retry of the pod is picked up.
+    /// Read when the job starts (`--check-args` reads none of them): `--bearer-file`,
+    /// `--header-from-env NAME=VAR` specs and the `--basic-auth-from-env` variable.
     bearer_file: Option<PathBuf>,
+    headers_from_env: Vec<String>,
+    basic_auth_from_env: Option<String>,
     destination: Destination,
     sha256: Option<[u8; 32]>,
     max_size: Option<u64>,
@@ -105,16 +108,17 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     let max_size = args.value("--max-size", parse_size)?;
     let mode = args.value("--mode", parse_mode)?.unwrap_or(DEFAULT_MODE);
     let owner = args.value("--owner", Owner::parse)?;
-    let mut headers = args
+    let headers = args
         .values("--header")?
         .iter()
         .map(|text| Header::parse(text).map_err(|e| Error::usage(format!("--header: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    for spec in args.values("--header-from-env")? {
-        headers.push(header_from_env(&spec)?);
+    let headers_from_env = args.values("--header-from-env")?;
+    for spec in &headers_from_env {
+        split_header_spec(spec)?;
     }
     let bearer_file = args.value("--bearer-file", |s| Ok(PathBuf::from(s)))?;
-    let basic_from_env = args.value("--basic-auth-from-env", |s| Ok(s.to_string()))?;
+    let basic_auth_from_env = args.value("--basic-auth-from-env", |s| Ok(s.to_string()))?;
     let ca_files: Vec<PathBuf> = args
         .values("--ca-file")?
         .into_iter()
@@ -156,17 +160,6 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         Some("-") => Destination::Stdout,
         Some(path) => Destination::File(PathBuf::from(path)),
     };
-    if let Some(var) = basic_from_env {
-        let value = std::env::var(&var).map_err(|_| {
-            Error::usage(format!("--basic-auth-from-env: variable {var} is not set"))
-        })?;
-        let (user, password) = value.split_once(':').ok_or_else(|| {
-            Error::usage(format!(
-                "--basic-auth-from-env: {var} must hold 'user:password'"
-            ))
-        })?;
-        headers.push(http::basic_auth(user, password));
-    }
     if ca_file_only && ca_files.is_empty() {
         return Err(Error::usage("--ca-file-only needs --ca-file"));
     }
@@ -174,6 +167,8 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         url,
         headers,
         bearer_file,
+        headers_from_env,
+        basic_auth_from_env,
         destination,
         sha256,
         max_size,
@@ -196,23 +191,41 @@ fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
         .ok_or_else(|| format!("invalid --sha256 '{text}' (use 64 hex digits)"))
 }
 
-/// `NAME=VAR`: header NAME with the value of the environment variable VAR.
-fn header_from_env(spec: &str) -> Result<Header, Error> {
-    let (name, var) = spec.split_once('=').ok_or_else(|| {
+fn split_header_spec(spec: &str) -> Result<(&str, &str), Error> {
+    spec.split_once('=').ok_or_else(|| {
         Error::usage(format!(
             "--header-from-env '{spec}': use NAME=VAR, e.g. Authorization=CONFIG_AUTH"
         ))
-    })?;
-    let value = std::env::var(var).map_err(|_| {
-        Error::usage(format!(
-            "--header-from-env: variable {var} (for header {name}) is not set"
-        ))
-    })?;
+    })
+}
+
+/// The value of an environment variable an option names; unset is missing input (66), as for
+/// a missing file.
+fn env_value(option: &str, var: &str) -> Result<String, Error> {
+    std::env::var(var)
+        .map_err(|_| Error::InputMissing(format!("{option}: variable {var} is not set")))
+}
+
+/// `NAME=VAR`: header NAME with the value of the environment variable VAR.
+fn header_from_env(spec: &str) -> Result<Header, Error> {
+    let (name, var) = split_header_spec(spec)?;
+    let value = env_value(&format!("--header-from-env {name}"), var)?;
     let header = Header::new(name.trim(), value.trim());
     header
         .validate()
-        .map_err(|e| Error::usage(format!("--header-from-env: {e}")))?;
+        .map_err(|e| Error::Data(format!("--header-from-env: {e}")))?;
     Ok(header)
+}
+
+/// `--basic-auth-from-env VAR`, VAR holding `user:password`.
+fn basic_auth_from_env(var: &str) -> Result<Header, Error> {
+    let value = env_value("--basic-auth-from-env", var)?;
+    let (user, password) = value.split_once(':').ok_or_else(|| {
+        Error::Data(format!(
+            "--basic-auth-from-env: {var} must hold 'user:password'"
+        ))
+    })?;
+    Ok(http::basic_auth(user, password))
 }
 
 /// Sizes for humans: `512 B`, `1.5 KiB`, `100.0 MiB`, `1.0 GiB`.
@@ -263,6 +276,12 @@ impl Failure {
 }
 
 fn run(mut request: Request, deadline: &Deadline) -> Result<(), Error> {
+    for spec in std::mem::take(&mut request.headers_from_env) {
+        request.headers.push(header_from_env(&spec)?);
+    }
+    if let Some(var) = request.basic_auth_from_env.take() {
+        request.headers.push(basic_auth_from_env(&var)?);
+    }
     if let Some(path) = request.bearer_file.take() {
         request.headers.push(http::bearer_from_file(&path)?);
     }
