@@ -312,14 +312,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     if let (Wanted::Commit(id), DestState::Holds(Some(current))) = (&options.wanted, &state) {
         // A pinned commit that is already there needs no server at all.
         if hex(id) == *current {
-            log::info(
-                &format!("{} already holds {current}", dest.display()),
-                &[
-                    ("commit", json!(current)),
-                    ("dest", json!(dest.display().to_string())),
-                ],
-            );
-            return finish(options, current);
+            return already_checked_out(options, current);
         }
     }
     let auth = options.credentials.header()?;
@@ -333,14 +326,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     let (target, expected) = resolve(&remote, &advertisement, &options.wanted)?;
     if let DestState::Holds(Some(current)) = &state {
         if expected.is_some_and(|id| hex(&id) == *current) {
-            log::info(
-                &format!("{} already holds {current}", dest.display()),
-                &[
-                    ("commit", json!(current)),
-                    ("dest", json!(dest.display().to_string())),
-                ],
-            );
-            return finish(options, current);
+            return already_checked_out(options, current);
         }
         if !options.replace {
             return Err(Error::Io(format!(
@@ -376,7 +362,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     let commit_hex = hex(&commit);
     if let (Wanted::Commit(_), DestState::Holds(Some(current))) = (&options.wanted, &state) {
         if *current == commit_hex {
-            return finish(options, current);
+            return already_checked_out(options, current);
         }
     }
 
@@ -415,6 +401,18 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         ],
     );
     finish(options, &commit_hex)
+}
+
+/// DEST already holds `commit`: nothing to fetch or write but the revision file.
+fn already_checked_out(options: &Options, commit: &str) -> Result<(), Error> {
+    log::info(
+        &format!("{} already holds {commit}", options.dest.display()),
+        &[
+            ("commit", json!(commit)),
+            ("dest", json!(options.dest.display().to_string())),
+        ],
+    );
+    finish(options, commit)
 }
 
 /// Writes `--revision-file` and prints the commit id.
