@@ -1,6 +1,6 @@
 //! Multi-call dispatch, help, version, install, and the usage-error contract (exit 64).
 
-use crate::util::{initbox, TempDir};
+use crate::util::{bin_target, initbox, TempDir};
 use std::process::Command;
 
 pub const APPLETS: &[&str] = &[
@@ -41,7 +41,7 @@ fn version_names_commit_target_and_applets() {
     let out = initbox(["--version"]).run();
     out.success()
         .stdout_has(concat!("initbox ", env!("CARGO_PKG_VERSION")))
-        .stdout_has("x86_64-unknown-linux-gnu")
+        .stdout_has(&bin_target())
         .stdout_has(&format!("applets: {}", APPLETS.join(" ")));
 }
 

@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use std::process::Command;
 
 use crate::fetch::Nginx;
-use crate::util::{free_port, have_root, initbox, require_tool, Cmd, Outcome, Scratch, TempDir};
+use crate::util::{
+    free_port, have_root, initbox, require_tool, Cmd, DnsServer, Outcome, Scratch, TempDir,
+};
 
 /// The codes listed under EXIT CODES in `initbox --help`, but 128+N (signals.rs covers it).
 fn documented_codes() -> Vec<i32> {
@@ -47,10 +49,11 @@ fn every_documented_exit_code_is_produced_by_a_real_failure() {
     let not_executable = dir.join("app");
     fs::write(&not_executable, "#!/bin/sh\n").unwrap();
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    // A real NXDOMAIN from a real DNS server, whichever C library the binary has.
+    let _dns = DnsServer::start("127.0.0.78", &[]);
     let names_only = Scratch::new()
         .file("etc/hosts", "127.0.0.1 localhost\n")
-        .file("etc/nsswitch.conf", "hosts: files\n")
-        .isolated_network(true);
+        .file("etc/resolv.conf", "nameserver 127.0.0.78\n");
 
     let rows: Vec<(i32, &str, Outcome)> = vec![
         (

@@ -11,8 +11,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// The binary under test: `INITBOX_BIN` when set (scripts/test sets it to the musl release
+/// binary, the one the image ships), else the one cargo built beside these tests.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_initbox"))
+    std::env::var_os("INITBOX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_initbox")))
+}
+
+/// The target triple `bin()` was built for, as `--version` should report it.
+pub fn bin_target() -> String {
+    std::env::var("INITBOX_BIN_TARGET").unwrap_or_else(|_| env!("INITBOX_TARGET").to_string())
 }
 
 /// A directory removed at the end of the test.
@@ -324,8 +333,8 @@ impl Scratch {
             !binary[..binary.len().min(4096)]
                 .windows(12)
                 .any(|w| w == b"/lib64/ld-li"),
-            "the test binary is dynamically linked; run the tests as README says \
-             (cargo test --target x86_64-unknown-linux-gnu) so it is static"
+            "the binary under test is dynamically linked; run the tests as README says \
+             (scripts/test) so that it is the static musl binary"
         );
         let root = TempDir::new("scratch");
         let path = root.join("initbox");
@@ -530,4 +539,98 @@ pub fn make_pki(dir: &Path) -> Pki {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
     }
+}
+
+/// A tiny authoritative DNS server on `ADDRESS:53` (UDP), for what the resolver of the binary
+/// under test does with real answers: A records for the names given, an empty answer for other
+/// types of those names, NXDOMAIN for every other name. It records the names asked, so a test can
+/// tell which search suffixes were tried. Stops when dropped.
+pub struct DnsServer {
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// `address` is a loopback address of its own (127.0.0.N) so tests can run in parallel.
+    pub fn start(address: &str, records: &[(&str, std::net::Ipv4Addr)]) -> DnsServer {
+        let socket = std::net::UdpSocket::bind((address, 53)).expect("bind the test DNS server");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let records: Vec<(String, std::net::Ipv4Addr)> = records
+            .iter()
+            .map(|(name, ip)| (name.to_ascii_lowercase(), *ip))
+            .collect();
+        let asked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (asked, stop) = (std::sync::Arc::clone(&asked), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut query = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((len, peer)) = socket.recv_from(&mut query) else {
+                        continue;
+                    };
+                    if let Some((name, reply)) = dns_reply(&query[..len], &records) {
+                        asked.lock().unwrap().push(name);
+                        let _ = socket.send_to(&reply, peer);
+                    }
+                }
+            })
+        };
+        DnsServer {
+            asked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The names asked so far, in order (one per query: A and AAAA each count).
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The answer to one query (RFC 1035 section 4.1), or `None` for anything that is not one.
+fn dns_reply(query: &[u8], records: &[(String, std::net::Ipv4Addr)]) -> Option<(String, Vec<u8>)> {
+    const TYPE_A: u16 = 1;
+    let mut labels = Vec::new();
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).to_ascii_lowercase());
+        at += len;
+    }
+    let question_end = at + 4;
+    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let name = labels.join(".");
+    let address = records
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|r| r.1);
+    let rcode = if address.is_some() { 0 } else { 3 };
+    let answer = address.filter(|_| qtype == TYPE_A);
+    let mut reply = query.get(..question_end)?.to_vec();
+    reply[2] = 0x84 | (query[2] & 0x01); // response, authoritative, RD copied
+    reply[3] = 0x80 | rcode; // recursion available
+    reply[4..12].copy_from_slice(&[0, 1, 0, u8::from(answer.is_some()), 0, 0, 0, 0]);
+    if let Some(ip) = answer {
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some((name, reply))
 }

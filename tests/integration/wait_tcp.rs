@@ -4,7 +4,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
-use crate::util::{free_port, have_root, initbox, Scratch};
+use crate::util::{free_port, have_root, initbox, DnsServer, Scratch};
 
 /// Opens a listener on `address` after `delay`, and keeps it open for a while.
 fn listen_later(address: String, delay: Duration) -> thread::JoinHandle<()> {
@@ -162,7 +162,11 @@ fn name_that_appears_later_in_etc_hosts_is_found() {
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let scratch = Scratch::new().file("etc/hosts", "127.0.0.1 localhost\n");
+    // A nameserver that answers, so each attempt's DNS step is quick under any C library.
+    let _dns = DnsServer::start("127.0.0.80", &[]);
+    let scratch = Scratch::new()
+        .file("etc/hosts", "127.0.0.1 localhost\n")
+        .file("etc/resolv.conf", "nameserver 127.0.0.80\n");
     let hosts = scratch.root.join("etc/hosts");
     let target = format!("db.internal:{port}");
     let running = scratch
@@ -205,4 +209,55 @@ fn deadline_holds_while_the_dns_server_never_answers() {
         silent.recv(&mut query).is_ok(),
         "the resolver was never asked"
     );
+}
+
+/// Kubernetes' resolv.conf: short names get the namespace's search suffixes (ndots:5), tried in
+/// order, and the first that exists is used. musl applies them as glibc does.
+#[test]
+fn search_suffixes_of_a_kubernetes_resolv_conf_are_applied() {
+    if !have_root("search_suffixes_of_a_kubernetes_resolv_conf_are_applied") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dns = DnsServer::start(
+        "127.0.0.79",
+        &[("db.prod.svc.cluster.local", "127.0.0.1".parse().unwrap())],
+    );
+    let scratch = Scratch::new()
+        .file("etc/hosts", "127.0.0.1 localhost\n")
+        .file(
+            "etc/resolv.conf",
+            "nameserver 127.0.0.79\n\
+         search prod.svc.cluster.local svc.cluster.local cluster.local\n\
+         options ndots:5\n",
+        );
+    scratch
+        .initbox(["wait-tcp", &format!("db:{port}"), "--timeout", "10s"])
+        .run()
+        .success();
+    assert!(
+        dns.asked()
+            .iter()
+            .any(|name| name == "db.prod.svc.cluster.local"),
+        "asked: {:?}",
+        dns.asked()
+    );
+    // A name that exists nowhere: every suffix is tried, and wait-tcp keeps waiting for it.
+    scratch
+        .initbox(["wait-tcp", &format!("nothing:{port}"), "--timeout", "1s"])
+        .run()
+        .code(124)
+        .stderr_has("nothing: name not resolved yet");
+    let asked = dns.asked();
+    for name in [
+        "nothing.prod.svc.cluster.local",
+        "nothing.svc.cluster.local",
+        "nothing.cluster.local",
+    ] {
+        assert!(
+            asked.iter().any(|n| n == name),
+            "{name} not asked: {asked:?}"
+        );
+    }
 }
