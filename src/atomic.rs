@@ -152,6 +152,24 @@ impl AtomicFile {
     /// an unnamed `O_TMPFILE` where the filesystem and `/proc` allow, so a killed run leaves
     /// nothing; else a file with a random name. Stale temporaries of killed runs are swept first.
     pub fn create(destination: &Path) -> Result<AtomicFile, Error> {
+        let directory = match destination.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let path = CString::new(directory.as_os_str().as_bytes())
+            .map_err(|_| Error::usage("path contains NUL"))?;
+        let dir = sys::open_dir(&path).map_err(|e| {
+            Error::io(
+                format!("cannot open the directory {}", directory.display()),
+                &e,
+            )
+        })?;
+        AtomicFile::create_in(dir, destination)
+    }
+
+    /// As [`AtomicFile::create`], in `dir`, the already opened directory of `destination`
+    /// (which names it in messages and for the clean-up).
+    pub fn create_in(dir: OwnedFd, destination: &Path) -> Result<AtomicFile, Error> {
         let dest_name = destination
             .file_name()
             .ok_or_else(|| Error::usage(format!("'{}' is not a file path", destination.display())))?
@@ -161,15 +179,6 @@ impl AtomicFile {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        let fail = |e: io::Error| {
-            Error::io(
-                format!("cannot create a file in {}", directory.display()),
-                &e,
-            )
-        };
-        let path = CString::new(directory.as_os_str().as_bytes())
-            .map_err(|_| Error::usage("path contains NUL"))?;
-        let dir = sys::open_dir(&path).map_err(fail)?;
         sweep_stale(&dir, &dest_name);
         let unnamed = if sys::can_link_tmpfiles() {
             sys::open_tmpfile(&dir, 0o600).ok()
@@ -179,10 +188,15 @@ impl AtomicFile {
         let (file, guard) = match unnamed {
             Some(file) => (file, None),
             None => {
-                let (guard, file) = create_named(directory, &dest_name, |name| {
+                let (guard, file) = create_named(directory, &dest_name, "tmp", false, |name| {
                     sys::create_file_at(&dir, name, 0o600)
                 })
-                .map_err(fail)?;
+                .map_err(|e| {
+                    Error::io(
+                        format!("cannot create a file in {}", directory.display()),
+                        &e,
+                    )
+                })?;
                 (file, Some(guard))
             }
         };
@@ -214,16 +228,19 @@ impl AtomicFile {
         let guard = match self.guard {
             Some(guard) => guard,
             None => {
-                create_named(&self.directory, &self.dest_name, |name| {
+                create_named(&self.directory, &self.dest_name, "tmp", false, |name| {
                     sys::link_tmpfile(&self.file, &self.dir, name)
                 })
                 .map_err(|e| fail("cannot name the temporary", &e))?
                 .0
             }
         };
-        let destination = self.destination.clone();
+        let target = CString::new(self.dest_name.as_slice()).expect("names with NUL are not paths");
         guard
-            .commit(|temp| fs::rename(temp, &destination))
+            .commit(|temp| {
+                let name = temp.file_name().unwrap_or_default().as_bytes();
+                sys::rename_at(&self.dir, &CString::new(name)?, &self.dir, &target)
+            })
             .map_err(|e| fail("cannot rename into place", &e))?;
         let _ = sys::remove_xattr(&self.file, TEMP_XATTR);
         // The rename is durable only once the directory entry is; best effort, as some
@@ -233,17 +250,20 @@ impl AtomicFile {
     }
 }
 
-/// Runs `create` for fresh random temporary names in `dir` until one is new, and registers it.
-fn create_named<T>(
+/// Runs `create` for fresh random temporary names of `kind` for `dest_name` until one is new
+/// (`create` fails with `AlreadyExists` otherwise), and registers it for clean-up.
+pub fn create_named<T>(
     directory: &Path,
     dest_name: &[u8],
+    kind: &str,
+    is_dir: bool,
     create: impl Fn(&CStr) -> io::Result<T>,
 ) -> io::Result<(TempGuard, T)> {
     let mut attempt = 0;
     loop {
-        let name = temp_name(dest_name, "tmp")?;
+        let name = temp_name(dest_name, kind)?;
         let path = directory.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
-        match TempGuard::create(path, false, |_| create(&name)) {
+        match TempGuard::create(path, is_dir, |_| create(&name)) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < NAME_ATTEMPTS => {
                 attempt += 1;
             }

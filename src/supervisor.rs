@@ -230,7 +230,7 @@ fn remove_temp(path: &Path, is_dir: bool) {
     if is_dir {
         // The worker may still be adding files while we remove them; a few passes win the race.
         for _ in 0..5 {
-            match fs::remove_dir_all(path) {
+            match crate::sys::remove_tree_at_path(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => continue,
                 _ => return,
             }

@@ -391,3 +391,30 @@ pub fn remove_xattr(fd: &impl AsRawFd, name: &CStr) -> io::Result<()> {
     // SAFETY: name is NUL-terminated.
     check(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) })
 }
+
+/// `renameat`: renames `from` in `from_dir` to `to` in `to_dir`, replacing `to`.
+pub fn rename_at(from_dir: &OwnedFd, from: &CStr, to_dir: &OwnedFd, to: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; both directories are open.
+    check(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+        )
+    })
+}
+
+/// [`remove_tree`] by path: the last component is removed, never followed.
+pub fn remove_tree_at_path(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let dir = open_dir(&CString::new(parent.as_os_str().as_bytes())?)?;
+    remove_tree(&dir, &CString::new(name.as_bytes())?)
+}
