@@ -4,6 +4,13 @@
 //! filesystem), is flushed to disk, given its mode and owner, and only then renamed over the
 //! destination. A failure, timeout or signal at any point removes the temporary and leaves the old
 //! destination as it was.
+//!
+//! A SIGKILL (an OOM kill) removes nothing, so the temporary is an unnamed `O_TMPFILE` where
+//! possible, named only for the final rename. Elsewhere (no `/proc` to link it through) it is
+//! `.NAME.initbox-R.tmp`, R 16 random hex digits: a restart, always PID 1 in a container, or another
+//! pod on a shared volume never meets its name. Such files carry the `user.initbox.temporary`
+//! xattr, and the next run for the same destination removes those older than itself; a file
+//! that only looks like one is left alone. git-shallow's workspaces follow the same scheme.
 
 use std::ffi::{CStr, CString};
 use std::fs::{self, File};
