@@ -4,15 +4,25 @@
 //! filesystem), is flushed to disk, given its mode and owner, and only then renamed over the
 //! destination. A failure, timeout or signal at any point removes the temporary and leaves the old
 //! destination as it was.
+//!
+//! A SIGKILL (an OOM kill) removes nothing, so the temporary is an unnamed `O_TMPFILE` where
+//! possible, named only for the final rename. Elsewhere (no `/proc` to link it through) it is
+//! `.NAME.initbox-R.tmp`, R 16 random hex digits: a restart, always PID 1 in a container, or another
+//! pod on a shared volume never meets its name. Such files carry the `user.initbox.temporary`
+//! xattr, and the next run for the same destination removes those older than itself; a file
+//! that only looks like one is left alone. git-shallow's workspaces follow the same scheme.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{CStr, CString};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::Error;
 use crate::supervisor::TempGuard;
+use crate::sys;
 
 /// A numeric owner, as scratch images have no /etc/passwd: `UID`, `UID:GID` or `:GID`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,52 +61,162 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
     }
 }
 
-static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+/// Extended attribute set on every named temporary file while it exists: the proof a later run
+/// needs before it removes a stale one (a file that merely has a similar name lacks it).
+const TEMP_XATTR: &CStr = c"user.initbox.temporary";
+/// Hex digits of randomness in a temporary's name.
+const RANDOM_HEX: usize = 16;
+/// The most of DEST's name a temporary's name repeats: NAME_MAX (255) less the rest of ours.
+const NAME_PART_MAX: usize = 200;
+/// Attempts at a fresh random name before giving up (a collision is all but impossible).
+const NAME_ATTEMPTS: usize = 8;
+
+/// The start of every temporary's name for a destination named `dest_name`: `.NAME.initbox-`,
+/// with NAME cut to `NAME_PART_MAX` bytes, or `.initbox-` for an empty name.
+fn temp_prefix(dest_name: &[u8]) -> Vec<u8> {
+    let mut prefix = vec![b'.'];
+    if !dest_name.is_empty() {
+        prefix.extend_from_slice(&dest_name[..dest_name.len().min(NAME_PART_MAX)]);
+        prefix.push(b'.');
+    }
+    prefix.extend_from_slice(b"initbox-");
+    prefix
+}
+
+/// A fresh temporary name for `dest_name`: `.NAME.initbox-R.KIND`, R being `RANDOM_HEX` random
+/// hex digits, so neither a restart (always PID 1 in a container) nor another pod on a shared
+/// volume picks the same name.
+pub fn temp_name(dest_name: &[u8], kind: &str) -> io::Result<CString> {
+    let mut random = [0u8; RANDOM_HEX / 2];
+    sys::random_bytes(&mut random)?;
+    let mut name = temp_prefix(dest_name);
+    name.extend_from_slice(crate::hex::encode(&random).as_bytes());
+    name.push(b'.');
+    name.extend_from_slice(kind.as_bytes());
+    Ok(CString::new(name).expect("names with NUL are not paths"))
+}
+
+/// Whether `name` is exactly a temporary name `temp_name(dest_name, kind)` could have made.
+pub fn is_temp_name(name: &[u8], dest_name: &[u8], kind: &str) -> bool {
+    let Some(rest) = name.strip_prefix(temp_prefix(dest_name).as_slice()) else {
+        return false;
+    };
+    let Some((random, suffix)) = rest.split_at_checked(RANDOM_HEX) else {
+        return false;
+    };
+    random
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        && suffix.strip_prefix(b".") == Some(kind.as_bytes())
+}
+
+/// Whether a file last modified at (`secs`, `nanos`) predates this run.
+pub fn older_than_this_run(secs: i64, nanos: i64) -> bool {
+    let Ok(started) = crate::supervisor::run_started().duration_since(std::time::UNIX_EPOCH) else {
+        return false;
+    };
+    let started = (
+        i64::try_from(started.as_secs()).unwrap_or(i64::MAX),
+        i64::from(started.subsec_nanos()),
+    );
+    (secs, nanos) < started
+}
+
+/// Removes the temporaries for `dest_name` in `dir` that a killed run left: exactly our name
+/// pattern, a regular file, older than this run, and carrying our extended attribute.
+fn sweep_stale(dir: &OwnedFd, dest_name: &[u8]) {
+    let Ok(mut entries) = dir.try_clone().and_then(sys::Dir::new) else {
+        return;
+    };
+    while let Some(Ok(name)) = entries.next_name() {
+        if !is_temp_name(name.to_bytes(), dest_name, "tmp") {
+            continue;
+        }
+        let Ok(file) = sys::open_file_at(dir, &name) else {
+            continue;
+        };
+        let stale = file.metadata().is_ok_and(|m| {
+            m.file_type().is_file() && older_than_this_run(m.mtime(), m.mtime_nsec())
+        });
+        if stale && sys::get_xattr(&file, TEMP_XATTR, 8).is_ok() {
+            let _ = sys::unlink_at(dir, &name, false);
+        }
+    }
+}
 
 pub struct AtomicFile {
     file: File,
-    guard: TempGuard,
+    dir: OwnedFd,
+    directory: PathBuf,
+    dest_name: Vec<u8>,
+    /// The named temporary; `None` while the file is an unnamed `O_TMPFILE` one.
+    guard: Option<TempGuard>,
     destination: PathBuf,
 }
 
 impl AtomicFile {
-    /// Opens a fresh temporary beside `destination`, readable by its owner only until committed.
+    /// Opens a fresh temporary beside `destination`, readable by its owner only until committed:
+    /// an unnamed `O_TMPFILE` where the filesystem and `/proc` allow, so a killed run leaves
+    /// nothing; else a file with a random name. Stale temporaries of killed runs are swept first.
     pub fn create(destination: &Path) -> Result<AtomicFile, Error> {
-        let name = destination.file_name().ok_or_else(|| {
-            Error::usage(format!("'{}' is not a file path", destination.display()))
-        })?;
         let directory = match destination.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        let temp_name = format!(
-            ".{}.initbox-{}-{}.tmp",
-            name.to_string_lossy(),
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
-        let (guard, file) = TempGuard::create(directory.join(temp_name), false, |path| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-        })
-        .map_err(|e| {
+        let path = CString::new(directory.as_os_str().as_bytes())
+            .map_err(|_| Error::usage("path contains NUL"))?;
+        let dir = sys::open_dir(&path).map_err(|e| {
             Error::io(
-                format!("cannot create a file in {}", directory.display()),
+                format!("cannot open the directory {}", directory.display()),
                 &e,
             )
         })?;
+        AtomicFile::create_in(dir, destination)
+    }
+
+    /// As [`AtomicFile::create`], in `dir`, the already opened directory of `destination`
+    /// (which names it in messages and for the clean-up).
+    pub fn create_in(dir: OwnedFd, destination: &Path) -> Result<AtomicFile, Error> {
+        let dest_name = destination
+            .file_name()
+            .ok_or_else(|| Error::usage(format!("'{}' is not a file path", destination.display())))?
+            .as_bytes()
+            .to_vec();
+        let directory = match destination.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sweep_stale(&dir, &dest_name);
+        let unnamed = if sys::can_link_tmpfiles() {
+            sys::open_tmpfile(&dir, 0o600).ok()
+        } else {
+            None
+        };
+        let (file, guard) = match unnamed {
+            Some(file) => (file, None),
+            None => {
+                let (guard, file) = create_named(directory, &dest_name, "tmp", false, |name| {
+                    sys::create_file_at(&dir, name, 0o600)
+                })
+                .map_err(|e| {
+                    Error::io(
+                        format!("cannot create a file in {}", directory.display()),
+                        &e,
+                    )
+                })?;
+                (file, Some(guard))
+            }
+        };
+        // Best effort: without user xattrs (older tmpfs) a leftover is only never swept.
+        let _ = sys::set_xattr(&file, TEMP_XATTR, b"");
         Ok(AtomicFile {
             file,
+            dir,
+            directory: directory.to_path_buf(),
+            dest_name,
             guard,
             destination: destination.to_path_buf(),
         })
-    }
-
-    pub fn temp_path(&self) -> &Path {
-        self.guard.path()
     }
 
     /// Flushes, applies `mode` and `owner`, syncs, and renames over the destination.
@@ -112,18 +232,50 @@ impl AtomicFile {
                 .map_err(|e| fail("cannot set owner", &e))?;
         }
         self.file.sync_all().map_err(|e| fail("cannot sync", &e))?;
-        let destination = self.destination.clone();
-        self.guard
-            .commit(|temp| fs::rename(temp, &destination))
+        let guard = match self.guard {
+            Some(guard) => guard,
+            None => {
+                create_named(&self.directory, &self.dest_name, "tmp", false, |name| {
+                    sys::link_tmpfile(&self.file, &self.dir, name)
+                })
+                .map_err(|e| fail("cannot name the temporary", &e))?
+                .0
+            }
+        };
+        let target = CString::new(self.dest_name.as_slice()).expect("names with NUL are not paths");
+        guard
+            .commit(|temp| {
+                let name = temp.file_name().unwrap_or_default().as_bytes();
+                sys::rename_at(&self.dir, &CString::new(name)?, &self.dir, &target)
+            })
             .map_err(|e| fail("cannot rename into place", &e))?;
+        let _ = sys::remove_xattr(&self.file, TEMP_XATTR);
         // The rename is durable only once the directory entry is; best effort, as some
         // filesystems refuse fsync on directories.
-        if let Some(parent) = destination.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(directory) = File::open(parent) {
-                let _ = directory.sync_all();
-            }
-        }
+        let _ = File::from(self.dir).sync_all();
         Ok(())
+    }
+}
+
+/// Runs `create` for fresh random temporary names of `kind` for `dest_name` until one is new
+/// (`create` fails with `AlreadyExists` otherwise), and registers it for clean-up.
+pub fn create_named<T>(
+    directory: &Path,
+    dest_name: &[u8],
+    kind: &str,
+    is_dir: bool,
+    create: impl Fn(&CStr) -> io::Result<T>,
+) -> io::Result<(TempGuard, T)> {
+    let mut attempt = 0;
+    loop {
+        let name = temp_name(dest_name, kind)?;
+        let path = directory.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        match TempGuard::create(path, is_dir, |_| create(&name)) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < NAME_ATTEMPTS => {
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -179,6 +331,34 @@ mod tests {
     }
 
     #[test]
+    fn temporary_names_are_random_short_and_recognised_exactly() {
+        let a = temp_name(b"out", "tmp").unwrap();
+        let b = temp_name(b"out", "tmp").unwrap();
+        assert_ne!(a, b);
+        assert!(is_temp_name(a.to_bytes(), b"out", "tmp"));
+        assert!(!is_temp_name(a.to_bytes(), b"other", "tmp"));
+        assert!(!is_temp_name(a.to_bytes(), b"out", "git"));
+        for lookalike in [
+            &b".out.initbox-1-0.tmp"[..],
+            b".out.initbox-0123456789ABCDEF.tmp",
+            b".out.initbox-0123456789abcde.tmp",
+            b".out.initbox-0123456789abcdef.tmp.x",
+        ] {
+            assert!(!is_temp_name(lookalike, b"out", "tmp"), "{lookalike:?}");
+        }
+        // Issue 9 #19: the name of a temporary for a 255-byte name must itself fit in 255.
+        let long = vec![b'x'; 255];
+        let name = temp_name(&long, "tmp").unwrap();
+        assert!(name.to_bytes().len() <= 255);
+        assert!(is_temp_name(name.to_bytes(), &long, "tmp"));
+        assert!(is_temp_name(
+            temp_name(b"", "git").unwrap().to_bytes(),
+            b"",
+            "git"
+        ));
+    }
+
+    #[test]
     fn commit_replaces_and_drop_discards() {
         let dir = std::env::temp_dir().join(format!("initbox-atomic-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
@@ -187,9 +367,8 @@ mod tests {
 
         let mut discarded = AtomicFile::create(&destination).unwrap();
         discarded.write_all(b"half").unwrap();
-        let temp = discarded.temp_path().to_path_buf();
         drop(discarded);
-        assert!(!temp.exists());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         assert_eq!(fs::read_to_string(&destination).unwrap(), "old");
 
         let mut output = AtomicFile::create(&destination).unwrap();

@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 use std::{fs, io, thread};
 
 use crate::error::Error;
@@ -29,6 +29,14 @@ const STOP_GRACE: Duration = Duration::from_millis(40);
 /// Set to the signal number once a stop was requested; `STOPPED_BY_DEADLINE` after the deadline.
 static STOP: AtomicI32 = AtomicI32::new(0);
 const STOPPED_BY_DEADLINE: i32 = -1;
+
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
+/// When this run started (when the supervisor was installed): temporaries older than this that
+/// initbox can prove are its own were left by a killed run and may be swept.
+pub fn run_started() -> SystemTime {
+    *STARTED.get_or_init(SystemTime::now)
+}
 
 /// The overall deadline of an applet. `None` means no deadline (`--timeout 0`).
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +117,7 @@ pub type Job = Box<dyn FnOnce(&Deadline) -> Result<(), Error> + Send>;
 
 impl Supervisor {
     pub fn install() -> Result<Supervisor, Error> {
+        run_started();
         let (sender, events) = mpsc::channel();
         let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
             .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
@@ -221,7 +230,7 @@ fn remove_temp(path: &Path, is_dir: bool) {
     if is_dir {
         // The worker may still be adding files while we remove them; a few passes win the race.
         for _ in 0..5 {
-            match fs::remove_dir_all(path) {
+            match crate::sys::remove_tree_at_path(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => continue,
                 _ => return,
             }

@@ -3,6 +3,7 @@
 //! descriptor.
 
 use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -176,4 +177,244 @@ impl Drop for Dir {
         // SAFETY: the stream is open and closed only here.
         unsafe { libc::closedir(self.stream.as_ptr()) };
     }
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Fills `buf` from the kernel's random pool (`getrandom(2)`), for names no one can predict.
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: rest is writable memory of the length passed.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => filled += n,
+            Err(_) => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens a directory by path, following symlinks (a destination's directory may be one, as a
+/// ConfigMap mount's `..data` is).
+pub fn open_dir(path: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOCTTY;
+    // SAFETY: path is NUL-terminated; the result is checked and then owned.
+    owned(unsafe { libc::open(path.as_ptr(), flags) })
+}
+
+/// An unnamed file in `dir` (`O_TMPFILE`): nothing is left behind if the process dies.
+pub fn open_tmpfile(dir: &OwnedFd, mode: u32) -> io::Result<File> {
+    let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: "." is NUL-terminated; the result is checked and then owned.
+    owned(unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, mode) }).map(File::from)
+}
+
+/// Gives the `O_TMPFILE` `file` the name `name` in `dir`, through `/proc/self/fd` (linking the
+/// descriptor itself, `AT_EMPTY_PATH`, needs CAP_DAC_READ_SEARCH, which containers lack).
+pub fn link_tmpfile(file: &File, dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    let source = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    // SAFETY: both names are NUL-terminated; dir is an open directory.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+}
+
+/// Whether `O_TMPFILE` files can be given a name here: `/proc` is mounted (not in every scratch
+/// image).
+pub fn can_link_tmpfiles() -> bool {
+    // SAFETY: the path is NUL-terminated.
+    unsafe { libc::access(c"/proc/self/fd".as_ptr(), libc::X_OK) == 0 }
+}
+
+/// Creates the new file `name` in `dir` with `O_EXCL | O_NOFOLLOW`: never an existing file, never
+/// through a symlink. `mode` is applied as given, whatever the umask.
+pub fn create_file_at(dir: &OwnedFd, name: &CStr, mode: u32) -> io::Result<File> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: name is NUL-terminated; the result is checked and then owned.
+    let fd = owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) })?;
+    chmod_fd(fd.as_raw_fd(), mode)?;
+    Ok(File::from(fd))
+}
+
+pub fn mkdir_at(dir: &OwnedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated; dir is an open directory.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })
+}
+
+/// A FIFO: a kind of file no git tree can contain, so it can mark what initbox made.
+pub fn mkfifo_at(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated; dir is an open directory.
+    check(unsafe { libc::mkfifoat(dir.as_raw_fd(), name.as_ptr(), 0o600) })
+}
+
+pub fn symlink_at(target: &CStr, dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated; dir is an open directory.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
+}
+
+/// Removes the entry `name` of `dir`: an empty directory (`is_dir`) or anything else.
+pub fn unlink_at(dir: &OwnedFd, name: &CStr, is_dir: bool) -> io::Result<()> {
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: name is NUL-terminated; dir is an open directory.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
+}
+
+/// `renameat2(RENAME_EXCHANGE)`: swaps two entries atomically.
+pub fn exchange_at(dir_a: &OwnedFd, a: &CStr, dir_b: &OwnedFd, b: &CStr) -> io::Result<()> {
+    // SAFETY: the renameat2 syscall with NUL-terminated names relative to open directories.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            dir_a.as_raw_fd(),
+            a.as_ptr(),
+            dir_b.as_raw_fd(),
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `fgetxattr`: the value of attribute `name`, if it fits in `max` bytes.
+pub fn get_xattr(fd: &impl AsRawFd, name: &CStr, max: usize) -> io::Result<Vec<u8>> {
+    let mut value = vec![0u8; max];
+    // SAFETY: name is NUL-terminated; value is writable memory of the length passed.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    value.truncate(n);
+    Ok(value)
+}
+
+/// `fsetxattr`: sets attribute `name` of the open file or directory.
+pub fn set_xattr(fd: &impl AsRawFd, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated; value is readable memory of the length passed.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+}
+
+/// Removes `name` in `dir` and everything under it without following symlinks, holding at most
+/// three descriptors however deep the tree is (a tree deeper than the descriptor limit must not
+/// fail half-way, as a recursion holding one per level does): it climbs back through `..`,
+/// checking each parent is the directory it came from.
+pub fn remove_tree(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    let stat = lstat_at(dir.as_raw_fd(), name)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return unlink_at(dir, name, false);
+    }
+    let top = fstat(dir.as_raw_fd())?;
+    // The path from `dir` down to `current`: each step's name and its parent's identity.
+    let mut path: Vec<(CString, (u64, u64))> = vec![(name.to_owned(), (top.st_dev, top.st_ino))];
+    let mut current = open_dir_at(dir.as_raw_fd(), name)?;
+    loop {
+        if let Some(child) = first_subdirectory_emptying_files(&current)? {
+            let here = fstat(current.as_raw_fd())?;
+            current = open_dir_at(current.as_raw_fd(), &child)?;
+            path.push((child, (here.st_dev, here.st_ino)));
+            continue;
+        }
+        let (done, parent_id) = path.pop().expect("the path holds at least the top");
+        let parent = open_dir_at(current.as_raw_fd(), c"..")?;
+        let stat = fstat(parent.as_raw_fd())?;
+        if (stat.st_dev, stat.st_ino) != parent_id {
+            return Err(io::Error::other("moved while being removed; left alone"));
+        }
+        unlink_at(&parent, &done, true)?;
+        if path.is_empty() {
+            return Ok(());
+        }
+        current = parent;
+    }
+}
+
+/// Removes every non-directory in `dir` up to its first subdirectory, and returns that one.
+fn first_subdirectory_emptying_files(dir: &OwnedFd) -> io::Result<Option<CString>> {
+    let mut entries = Dir::new(dir.try_clone()?)?;
+    while let Some(name) = entries.next_name() {
+        let name = name?;
+        let stat = lstat_at(dir.as_raw_fd(), &name)?;
+        if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Ok(Some(name));
+        }
+        unlink_at(dir, &name, false)?;
+    }
+    Ok(None)
+}
+
+/// Opens the non-directory `name` in `dir` for reading without following a symlink or blocking
+/// on a FIFO.
+pub fn open_file_at(dir: &OwnedFd, name: &CStr) -> io::Result<File> {
+    let flags =
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: name is NUL-terminated; the result is checked and then owned.
+    owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(File::from)
+}
+
+/// `fremovexattr`: removes attribute `name` of the open file.
+pub fn remove_xattr(fd: &impl AsRawFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: name is NUL-terminated.
+    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) })
+}
+
+/// `renameat`: renames `from` in `from_dir` to `to` in `to_dir`, replacing `to`.
+pub fn rename_at(from_dir: &OwnedFd, from: &CStr, to_dir: &OwnedFd, to: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; both directories are open.
+    check(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+        )
+    })
+}
+
+/// [`remove_tree`] by path: the last component is removed, never followed.
+pub fn remove_tree_at_path(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let dir = open_dir(&CString::new(parent.as_os_str().as_bytes())?)?;
+    remove_tree(&dir, &CString::new(name.as_bytes())?)
 }

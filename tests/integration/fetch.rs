@@ -635,3 +635,67 @@ fn sigterm_as_pid1_removes_the_temporary_and_keeps_the_old_file() {
     assert_eq!(dir_names(&data), ["config"]);
     assert_eq!(fs::read_to_string(data.join("config")).unwrap(), "old");
 }
+
+/// Issue 9 #1: temporaries were named after the pid, always 1 in a container, so the leftover of
+/// a SIGKILLed run blocked every later run with 74 "File exists".
+#[test]
+fn issue_9_1_leftover_of_a_killed_run_as_pid1_does_not_block_the_next() {
+    if !crate::util::have_root("issue_9_1_leftover_of_a_killed_run_as_pid1_does_not_block_the_next")
+    {
+        return;
+    }
+    let nginx = Nginx::start();
+    fs::write(nginx.www("slow/big.bin"), vec![7u8; 8 << 20]).unwrap();
+    // What the old naming left after a kill, and a user file that merely looks like ours.
+    let scratch = Scratch::new()
+        .file("data/.config.initbox-1-0.tmp", "left by an older initbox")
+        .file("data/.config.initbox-0123456789abcdef.tmp", "a user's file");
+    let data = scratch.root.join("data");
+    scratch
+        .initbox(["fetch", &nginx.url("/hello.txt"), "-o", "/data/config"])
+        .run()
+        .success();
+    assert_eq!(fs::read_to_string(data.join("config")).unwrap(), HELLO);
+
+    // A real SIGKILL mid-download leaves a temporary; the next run removes it and succeeds.
+    let running = scratch
+        .initbox(["fetch", &nginx.url("/slow/big.bin"), "-o", "/data/config"])
+        .spawn();
+    let pid1 = scratch_pid1(&running);
+    wait_until("the temporary file", Duration::from_secs(10), || {
+        dir_names(&data).len() == 4
+    });
+    running.signal(libc::SIGKILL, pid1);
+    let _ = running.finish();
+    assert_eq!(dir_names(&data).len(), 4, "the kill left no temporary");
+    scratch
+        .initbox(["fetch", &nginx.url("/hello.txt"), "-o", "/data/config"])
+        .run()
+        .success();
+    assert_eq!(
+        dir_names(&data),
+        [
+            ".config.initbox-0123456789abcdef.tmp",
+            ".config.initbox-1-0.tmp",
+            "config"
+        ]
+    );
+}
+
+/// Issue 9 #19: the temporary's name added ~25 bytes to DEST's, so a 235-255 byte name failed.
+#[test]
+fn issue_9_19_a_255_byte_destination_name_works() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-long");
+    let dest = out.join("x".repeat(255));
+    initbox([
+        "fetch",
+        &nginx.url("/hello.txt"),
+        "-o",
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .success();
+    assert_eq!(fs::read_to_string(&dest).unwrap(), HELLO);
+    assert_eq!(out.names().len(), 1);
+}

@@ -132,7 +132,7 @@ fn no_temporaries(dir: &Path) {
     let names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("initbox-git"))
+        .filter(|n| n.contains(".initbox-"))
         .collect();
     assert!(
         names.is_empty(),
@@ -360,7 +360,7 @@ fn mount_point_dest_with_read_only_parent_uses_a_temporary_inside() {
         .stdout_has(&commits[2])
         .stderr_has("already holds");
     assert!(
-        !out.stdout.contains("initbox-git"),
+        !out.stdout.contains(".initbox-"),
         "temporary left: {}",
         out.stdout
     );
@@ -620,7 +620,7 @@ fn sigterm_mid_transfer_as_pid1_leaves_dest_untouched() {
             e.unwrap()
                 .file_name()
                 .to_string_lossy()
-                .contains("initbox-git")
+                .contains(".initbox-")
         })
     });
     running.signal(libc::SIGTERM, pid1);
@@ -697,14 +697,28 @@ fn clones_as_pid1_in_an_empty_root() {
     no_temporaries(&scratch.root.join("srv"));
 }
 
+/// A workspace as a killed run leaves it inside DEST (see `Workspace` in checkout.rs): the
+/// documented name, and the FIFO marker no git tree can contain.
+fn leftover_workspace(dir: &Path, name: &str) {
+    let workspace = dir.join(name);
+    fs::create_dir_all(workspace.join("tree/sub")).unwrap();
+    fs::write(workspace.join("tree/sub/junk"), "x").unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(workspace.join(".initbox-workspace"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[test]
 fn workspace_left_by_a_killed_run_is_cleaned_up() {
     let (repo, commits) = rich_repo();
     let server = GitServer::start(repo.root.path(), Behaviour::default());
     let out_dir = TempDir::new("git-out");
     let dest = out_dir.join("dest");
-    fs::create_dir_all(dest.join(".initbox-git-999-abc/tree")).unwrap();
-    fs::write(dest.join(".initbox-git-999-abc/tree/junk"), "x").unwrap();
+    fs::create_dir(&dest).unwrap();
+    leftover_workspace(&dest, ".initbox-0123456789abcdef.git");
+    leftover_workspace(out_dir.path(), ".dest.initbox-fedcba9876543210.git");
     initbox([
         "git-shallow",
         &server.url("repo.git"),
@@ -714,7 +728,207 @@ fn workspace_left_by_a_killed_run_is_cleaned_up() {
     .success()
     .stdout_has(&commits[2]);
     no_temporaries(&dest);
+    no_temporaries(out_dir.path());
     assert_same_as_git_clone(&server, &dest, &[]);
+}
+
+/// Issue 9 #11: a re-run deleted checked-out entries named `.initbox-git-*` (taking them for its
+/// own leftovers) and reported success. Only what carries initbox's marker may go.
+#[test]
+fn issue_9_11_entries_named_like_a_workspace_survive_a_rerun() {
+    let repo = Repo::new("git-lookalike");
+    let w = &repo.work;
+    fs::create_dir_all(w.join(".initbox-git-notes")).unwrap();
+    fs::write(w.join(".initbox-git-notes/keep"), "mine\n").unwrap();
+    fs::write(w.join(".initbox-git-1-2"), "mine too\n").unwrap();
+    // Many, so that whatever the directory order, one comes before the other files.
+    for i in 0..30 {
+        fs::create_dir(w.join(format!(".initbox-git-{i}"))).unwrap();
+        fs::write(w.join(format!(".initbox-git-{i}/keep")), "x").unwrap();
+    }
+    // Also a look-alike of the current format (a tree cannot hold the FIFO marker).
+    fs::create_dir_all(w.join(".initbox-0123456789abcdef.git/.initbox-workspace")).unwrap();
+    fs::write(
+        w.join(".initbox-0123456789abcdef.git/.initbox-workspace/f"),
+        "x",
+    )
+    .unwrap();
+    let commit = repo.commit("look-alikes");
+    repo.publish();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    let d = dest.to_str().unwrap();
+    for _ in 0..2 {
+        initbox(["git-shallow", &server.url("repo.git"), d])
+            .run()
+            .success()
+            .stdout_has(&commit);
+        assert_same_as_git_clone(&server, &dest, &[]);
+    }
+}
+
+/// Issue 9 #1 and #12: a SIGKILL (OOM-kill) of git-shallow as PID 1 left its workspace beside
+/// DEST, and no later run ever removed it.
+#[test]
+fn issue_9_12_workspace_of_a_sigkilled_run_is_swept_by_the_next() {
+    if !have_root("issue_9_12_workspace_of_a_sigkilled_run_is_swept_by_the_next") {
+        return;
+    }
+    let (repo, commits) = rich_repo();
+    let slow = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            chunk_pause: Some(Duration::from_millis(50)),
+            ..Behaviour::default()
+        },
+    );
+    let scratch = Scratch::new();
+    let running = scratch
+        .initbox(["git-shallow", &slow.url("repo.git"), "/srv/dest"])
+        .spawn();
+    let pid1 = scratch_pid1(&running);
+    let srv = scratch.root.join("srv");
+    wait_until("the transfer to start", Duration::from_secs(10), || {
+        fs::read_dir(&srv).is_ok_and(|mut d| d.next().is_some())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    running.signal(libc::SIGKILL, pid1);
+    let _ = running.finish();
+    assert_eq!(fs::read_dir(&srv).unwrap().count(), 1, "nothing was left");
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    scratch
+        .initbox(["git-shallow", &server.url("repo.git"), "/srv/dest"])
+        .run()
+        .success()
+        .stdout_has(&commits[2]);
+    no_temporaries(&srv);
+    assert_same_as_git_clone(&server, &srv.join("dest"), &[]);
+}
+
+/// Issue 9 #7: `--revision-file DEST/link/REV`, `link` a symlink of the checked-out tree, wrote
+/// wherever the repository pointed it.
+#[test]
+fn issue_9_7_revision_file_through_a_symlink_in_the_tree_is_refused() {
+    let outside = TempDir::new("git-outside");
+    let repo = Repo::new("git-revlink");
+    std::os::unix::fs::symlink(outside.path(), repo.work.join("link")).unwrap();
+    fs::create_dir(repo.work.join("real")).unwrap();
+    fs::write(repo.work.join("real/file"), "x").unwrap();
+    repo.commit("a link out");
+    repo.publish();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    let url = server.url("repo.git");
+    let rev = dest.join("link/REV");
+    initbox([
+        "git-shallow",
+        &url,
+        dest.to_str().unwrap(),
+        "--revision-file",
+        rev.to_str().unwrap(),
+    ])
+    .run()
+    .code(74)
+    .stderr_has("symlink");
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "written outside DEST"
+    );
+    // A real directory of the tree is fine.
+    let inside = dest.join("real/REV");
+    initbox([
+        "git-shallow",
+        &url,
+        dest.to_str().unwrap(),
+        "--revision-file",
+        inside.to_str().unwrap(),
+    ])
+    .run()
+    .success();
+    assert_eq!(fs::read_to_string(inside).unwrap().len(), 41);
+}
+
+/// Issue 9 #19: the workspace's name added ~25 bytes to DEST's: a 235-255 byte DEST failed.
+#[test]
+fn issue_9_19_a_255_byte_dest_name_works() {
+    let (repo, commits) = rich_repo();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("d".repeat(255));
+    initbox([
+        "git-shallow",
+        &server.url("repo.git"),
+        dest.to_str().unwrap(),
+    ])
+    .run()
+    .success()
+    .stdout_has(&commits[2]);
+    assert_same_as_git_clone(&server, &dest, &[]);
+    no_temporaries(out_dir.path());
+}
+
+/// `initbox ARGS` under `ulimit -n LIMIT`.
+fn with_fd_limit(limit: u32, args: &[&str]) -> crate::util::Cmd {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\"")])
+        .arg(crate::util::bin())
+        .args(args);
+    crate::util::Cmd::from(command)
+}
+
+/// Makes `depth` nested directories `d` under `dir`, one descriptor at a time (the path is
+/// longer than PATH_MAX).
+fn nest(dir: &Path, depth: usize) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut current = fs::File::open(dir).unwrap();
+    for _ in 0..depth {
+        // SAFETY: valid descriptor and NUL-terminated names; results checked.
+        unsafe {
+            assert_eq!(libc::mkdirat(current.as_raw_fd(), c"d".as_ptr(), 0o755), 0);
+            let fd = libc::openat(
+                current.as_raw_fd(),
+                c"d".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            );
+            assert!(fd >= 0);
+            current = fs::File::from(OwnedFd::from_raw_fd(fd));
+        }
+    }
+    fs::write(format!("/proc/self/fd/{}/leaf", current.as_raw_fd()), "x").unwrap();
+}
+
+/// Issue 9 #10: `--replace` over a tree deeper than the descriptor limit ran out of descriptors
+/// and left the old tree beside DEST; the checkout held one descriptor per level too.
+#[test]
+fn issue_9_10_replace_over_a_deep_tree_and_deep_checkout_under_a_low_fd_limit() {
+    let repo = Repo::new("git-deep");
+    let deep: PathBuf = std::iter::repeat_n("d", 200).collect();
+    fs::create_dir_all(repo.work.join(&deep)).unwrap();
+    fs::write(repo.work.join(&deep).join("leaf"), "deep\n").unwrap();
+    let commit = repo.commit("deep");
+    repo.publish();
+    let server = GitServer::start(repo.root.path(), Behaviour::default());
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    fs::create_dir(&dest).unwrap();
+    nest(&dest, 5000);
+    let d = dest.to_str().unwrap();
+    let url = server.url("repo.git");
+    with_fd_limit(1024, &["git-shallow", &url, d, "--replace"])
+        .run()
+        .success()
+        .stdout_has(&commit);
+    assert_same_as_git_clone(&server, &dest, &[]);
+    no_temporaries(out_dir.path());
+    // The 200-deep checkout itself, with fewer descriptors than levels.
+    let other = out_dir.join("other");
+    with_fd_limit(64, &["git-shallow", &url, other.to_str().unwrap()])
+        .run()
+        .success();
+    assert_same_as_git_clone(&server, &other, &[]);
 }
 
 #[test]

@@ -368,3 +368,69 @@ fn sigterm_as_pid1_while_reading_a_fifo_leaves_nothing_behind() {
     drop(writer);
     assert_eq!(fs::read_dir(&config).unwrap().count(), 0);
 }
+
+/// Issue 9 #1: after a SIGKILL (OOM-kill) of PID 1 the temporary stayed, and every later run
+/// failed with 74 "File exists" because the next temporary got the same name.
+#[test]
+fn issue_9_1_rerun_after_sigkill_as_pid1_succeeds_and_sweeps_the_leftover() {
+    if !have_root("issue_9_1_rerun_after_sigkill_as_pid1_succeeds_and_sweeps_the_leftover") {
+        return;
+    }
+    let scratch = Scratch::new().file("template", "name=$NAME\n").file(
+        "config/.app.conf.initbox-1-0.tmp",
+        "left by an older initbox",
+    );
+    let fifo = scratch.root.join("template.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let running = scratch
+        .initbox(["render-template", "/template.fifo", "/config/app.conf"])
+        .env("NAME", "x")
+        .spawn();
+    let pid1 = scratch_pid1(&running);
+    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(b"partial $NAME and more").unwrap();
+    let config = scratch.root.join("config");
+    crate::util::wait_until("the temporary output", Duration::from_secs(10), || {
+        fs::read_dir(&config).unwrap().count() == 2
+    });
+    running.signal(libc::SIGKILL, pid1);
+    let _ = running.finish();
+    drop(writer);
+    assert_eq!(fs::read_dir(&config).unwrap().count(), 2);
+    scratch
+        .initbox(["render-template", "/template", "/config/app.conf"])
+        .env("NAME", "y")
+        .run()
+        .success();
+    assert_eq!(
+        fs::read_to_string(config.join("app.conf")).unwrap(),
+        "name=y\n"
+    );
+    let mut names: Vec<String> = fs::read_dir(&config)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".app.conf.initbox-1-0.tmp", "app.conf"]);
+}
+
+/// Issue 9 #19: a 255-byte destination name failed with 74 (the temporary's name was too long).
+#[test]
+fn issue_9_19_a_255_byte_destination_name_renders() {
+    let dir = TempDir::new("render-long");
+    fs::write(dir.join("in"), "v=$V\n").unwrap();
+    let dest = dir.join("out").join("y".repeat(255));
+    initbox([
+        "render-template",
+        dir.join("in").to_str().unwrap(),
+        dest.to_str().unwrap(),
+    ])
+    .env("V", "1")
+    .run()
+    .success();
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "v=1\n");
+}

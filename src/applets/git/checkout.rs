@@ -10,13 +10,14 @@
 use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::pack::{hex, Kind, Oid, Pack};
+use crate::atomic;
 use crate::error::Error;
 use crate::log;
 use crate::supervisor::{Deadline, TempGuard};
@@ -152,10 +153,6 @@ fn os_error(what: &str, path: &str, err: &io::Error) -> Error {
     Error::io(format!("cannot {what} {path}"), err)
 }
 
-fn last_os_error(what: &str, path: &str) -> Error {
-    os_error(what, path, &io::Error::last_os_error())
-}
-
 fn open_dir_at(parent: &OwnedFd, name: &CStr, shown: &str) -> Result<OwnedFd, Error> {
     sys::open_dir_at(parent.as_raw_fd(), name).map_err(|e| os_error("open directory", shown, &e))
 }
@@ -169,11 +166,13 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
 }
 
 impl Checkout<'_> {
-    /// Writes tree `id` into the directory `dir` (which `prefix` names in messages).
+    /// Writes tree `id` into the directory `dir` (which `prefix` names in messages). `dir` is
+    /// swapped for each subdirectory while it is written and reopened through `..` after, so the
+    /// descriptors in use do not grow with the depth (a tree deeper than the descriptor limit).
     pub fn write_tree(
         &mut self,
         id: &Oid,
-        dir: &OwnedFd,
+        dir: &mut OwnedFd,
         prefix: &str,
         depth: usize,
     ) -> Result<(), Error> {
@@ -196,13 +195,10 @@ impl Checkout<'_> {
                         }
                         self.stats.submodules.push(shown.clone());
                     }
-                    // SAFETY: mkdirat with a valid directory fd and a NUL-terminated name.
-                    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
-                        return Err(last_os_error("create directory", &shown));
-                    }
+                    sys::mkdir_at(dir, &name, 0o755)
+                        .map_err(|e| os_error("create directory", &shown, &e))?;
                     if entry.mode == Mode::Tree {
-                        let child = open_dir_at(dir, &name, &shown)?;
-                        self.write_tree(&entry.id, &child, &format!("{shown}/"), depth + 1)?;
+                        self.write_subtree(&entry.id, dir, &name, &shown, depth)?;
                     }
                 }
                 Mode::Symlink => {
@@ -210,13 +206,8 @@ impl Checkout<'_> {
                     if target.is_empty() || target.contains(&0) {
                         return Err(hostile(format!("symlink '{shown}' has an invalid target")));
                     }
-                    let target = cstring(&target);
-                    // SAFETY: symlinkat with NUL-terminated strings and a valid directory fd.
-                    if unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }
-                        != 0
-                    {
-                        return Err(last_os_error("create symlink", &shown));
-                    }
+                    sys::symlink_at(&cstring(&target), dir, &name)
+                        .map_err(|e| os_error("create symlink", &shown, &e))?;
                     self.stats.files += 1;
                 }
                 Mode::File | Mode::Executable => {
@@ -225,7 +216,9 @@ impl Checkout<'_> {
                     } else {
                         0o644
                     };
-                    let mut file = create_file_at(dir, &name, mode, &shown)?;
+                    // The mode is set exactly: the umask must not change what git checks out.
+                    let mut file = sys::create_file_at(dir, &name, mode)
+                        .map_err(|e| os_error("create", &shown, &e))?;
                     let size = self
                         .pack
                         .write_blob(&entry.id, &mut file)
@@ -239,6 +232,34 @@ impl Checkout<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Writes the tree `id` into `name`, a new subdirectory of `dir`, then reopens `dir`.
+    fn write_subtree(
+        &mut self,
+        id: &Oid,
+        dir: &mut OwnedFd,
+        name: &CStr,
+        shown: &str,
+        depth: usize,
+    ) -> Result<(), Error> {
+        let identity = |fd: &OwnedFd| {
+            sys::fstat(fd.as_raw_fd())
+                .map(|stat| (stat.st_dev, stat.st_ino))
+                .map_err(|e| os_error("examine", shown, &e))
+        };
+        let here = identity(dir)?;
+        let child = open_dir_at(dir, name, shown)?;
+        drop(std::mem::replace(dir, child));
+        self.write_tree(id, dir, &format!("{shown}/"), depth + 1)?;
+        let parent = open_dir_at(dir, c"..", shown)?;
+        if identity(&parent)? != here {
+            return Err(Error::Io(format!(
+                "{shown}: the checkout was moved while being written"
+            )));
+        }
+        *dir = parent;
         Ok(())
     }
 
@@ -267,27 +288,6 @@ pub fn missing(id: &Oid, shown: &str) -> Error {
     ))
 }
 
-/// Creates a new file (never following a symlink, never reusing a name) with exactly `mode`.
-fn create_file_at(dir: &OwnedFd, name: &CStr, mode: u32, shown: &str) -> Result<File, Error> {
-    // SAFETY: openat with a valid directory fd and a NUL-terminated name; the result is checked.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(last_os_error("create", shown));
-    }
-    // SAFETY: fd was just returned by openat and is owned by nobody else.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    // The umask must not change what git would check out.
-    sys::chmod_fd(file.as_raw_fd(), mode).map_err(|e| os_error("set the mode of", shown, &e))?;
-    Ok(file)
-}
-
 /// What DEST holds before the checkout.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DestState {
@@ -298,24 +298,14 @@ pub enum DestState {
 }
 
 pub fn dest_state(dest: &Path, revision_file: Option<&Path>) -> Result<DestState, Error> {
-    let entries = match fs::read_dir(dest) {
+    // Workspaces a killed run (SIGKILL, node crash) left beside or inside DEST go first.
+    sweep_workspaces(&parent_of(dest), dest_name(dest));
+    sweep_workspaces(dest, b"");
+    let mut entries = match fs::read_dir(dest) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DestState::Missing),
         Err(e) => return Err(Error::io(format!("cannot read {}", dest.display()), &e)),
     };
-    // A workspace left inside DEST by a killed run (SIGKILL, node crash) is removed, not counted.
-    let mut entries = entries.filter(|entry| match entry {
-        Ok(entry)
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(WORKSPACE_PREFIX) =>
-        {
-            let _ = fs::remove_dir_all(entry.path());
-            false
-        }
-        _ => true,
-    });
     if entries.next().is_none() {
         return Ok(DestState::Empty);
     }
@@ -328,68 +318,80 @@ pub fn dest_state(dest: &Path, revision_file: Option<&Path>) -> Result<DestState
     Ok(DestState::Holds(commit))
 }
 
+fn parent_of(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn dest_name(dest: &Path) -> &[u8] {
+    dest.file_name().map_or(&[], |name| name.as_bytes())
+}
+
+fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    sys::open_dir(&CString::new(path.as_os_str().as_bytes())?)
+}
+
 fn read_commit_xattr(path: &Path) -> Option<String> {
-    let name = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut value = [0u8; 64];
-    // SAFETY: getxattr with NUL-terminated strings and a buffer of the length passed.
-    let n = unsafe {
-        libc::getxattr(
-            name.as_ptr(),
-            COMMIT_XATTR.as_ptr(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
-    };
-    let text = std::str::from_utf8(value.get(..usize::try_from(n).ok()?)?).ok()?;
-    (text.len() == 40).then(|| text.to_string())
+    let value = sys::get_xattr(&open_path(path).ok()?, COMMIT_XATTR, 64).ok()?;
+    let text = String::from_utf8(value).ok()?;
+    (text.len() == 40).then_some(text)
 }
 
 /// Records the commit on DEST; filesystems without user xattrs (older tmpfs) just skip it.
-fn write_commit_xattr(path: &Path, commit: &str) {
-    let Ok(name) = CString::new(path.as_os_str().as_bytes()) else {
+fn write_commit_xattr(dir: &OwnedFd, commit: &str) {
+    let _ = sys::set_xattr(dir, COMMIT_XATTR, commit.as_bytes());
+}
+
+/// Inside every workspace, made first: a FIFO, a kind of file no git tree can hold, so a later
+/// run can tell a workspace a killed run left from checked-out content named like one.
+const WORKSPACE_MARKER: &CStr = c".initbox-workspace";
+/// Workspaces are named `.DEST.initbox-R.git` beside DEST and `.initbox-R.git` inside it, R
+/// being random hex digits (see `atomic::temp_name`).
+const WORKSPACE_KIND: &str = "git";
+
+/// Removes the workspaces for `dest_name` in `dir` that killed runs left: our exact name
+/// pattern, older than this run, holding the marker.
+fn sweep_workspaces(dir: &Path, dest_name: &[u8]) {
+    let Ok(dir) = open_path(dir) else {
         return;
     };
-    // SAFETY: setxattr with NUL-terminated strings and a value of the length passed.
-    unsafe {
-        libc::setxattr(
-            name.as_ptr(),
-            COMMIT_XATTR.as_ptr(),
-            commit.as_ptr().cast(),
-            commit.len(),
-            0,
-        );
+    let Ok(mut entries) = dir.try_clone().and_then(sys::Dir::new) else {
+        return;
+    };
+    while let Some(Ok(name)) = entries.next_name() {
+        if atomic::is_temp_name(name.to_bytes(), dest_name, WORKSPACE_KIND)
+            && is_stale_workspace(&dir, &name)
+        {
+            let _ = sys::remove_tree(&dir, &name);
+        }
     }
+}
+
+fn is_stale_workspace(dir: &OwnedFd, name: &CStr) -> bool {
+    let Ok(workspace) = sys::open_dir_at(dir.as_raw_fd(), name) else {
+        return false;
+    };
+    let old = sys::fstat(workspace.as_raw_fd())
+        .is_ok_and(|stat| atomic::older_than_this_run(stat.st_mtime, stat.st_mtime_nsec));
+    old && sys::lstat_at(workspace.as_raw_fd(), WORKSPACE_MARKER)
+        .is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// The temporary area of one run: `pack` (the unlinked pack file) and `tree` (the checkout).
 pub struct Workspace {
     guard: TempGuard,
+    /// The workspace directory itself.
+    dir: OwnedFd,
     /// The workspace is inside DEST (DEST is a mount point or its parent is read-only).
     inside_dest: bool,
-}
-
-/// Names of workspaces inside DEST start with this.
-const WORKSPACE_PREFIX: &str = ".initbox-git-";
-
-fn temp_name(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}{WORKSPACE_PREFIX}{}-{nanos:x}", std::process::id())
 }
 
 impl Workspace {
     /// Beside DEST when DEST can be renamed there; otherwise inside DEST.
     pub fn create(dest: &Path, state: &DestState) -> Result<Workspace, Error> {
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let base = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "dest".into());
+        let parent = parent_of(dest);
         if *state == DestState::Missing {
             // As `git clone` does, leading directories are created.
             fs::create_dir_all(&parent)
@@ -397,35 +399,38 @@ impl Workspace {
         }
         let mount_point = *state != DestState::Missing && is_mount_point(dest, &parent);
         if !mount_point {
-            let path = parent.join(temp_name(&format!(".{base}")));
-            match TempGuard::create(path, true, |p| fs::create_dir(p)) {
-                Ok((guard, ())) => return Workspace::finish(guard, false),
-                Err(e) if *state == DestState::Missing => {
-                    return Err(Error::io(
-                        format!(
-                            "cannot create a temporary directory in {}",
-                            parent.display()
-                        ),
-                        &e,
-                    ))
-                }
-                Err(_) => {}
+            match Workspace::make(&parent, dest_name(dest), false) {
+                Err(_) if *state != DestState::Missing => {}
+                made => return made,
             }
         }
-        let path = dest.join(temp_name(""));
-        let (guard, ()) = TempGuard::create(path, true, |p| fs::create_dir(p)).map_err(|e| {
-            Error::io(
-                format!("cannot create a temporary directory in {}", dest.display()),
-                &e,
-            )
-        })?;
-        Workspace::finish(guard, true)
+        Workspace::make(dest, b"", true)
     }
 
-    fn finish(guard: TempGuard, inside_dest: bool) -> Result<Workspace, Error> {
-        fs::create_dir(guard.path().join("tree"))
-            .map_err(|e| Error::io(format!("cannot create {}", guard.path().display()), &e))?;
-        Ok(Workspace { guard, inside_dest })
+    fn make(directory: &Path, dest_name: &[u8], inside_dest: bool) -> Result<Workspace, Error> {
+        let fail = |e: io::Error| {
+            Error::io(
+                format!(
+                    "cannot create a temporary directory in {}",
+                    directory.display()
+                ),
+                &e,
+            )
+        };
+        let parent = open_path(directory).map_err(fail)?;
+        let (guard, dir) =
+            atomic::create_named(directory, dest_name, WORKSPACE_KIND, true, |name| {
+                sys::mkdir_at(&parent, name, 0o700)?;
+                sys::open_dir_at(parent.as_raw_fd(), name)
+            })
+            .map_err(fail)?;
+        sys::mkfifo_at(&dir, WORKSPACE_MARKER).map_err(fail)?;
+        sys::mkdir_at(&dir, c"tree", 0o777).map_err(fail)?;
+        Ok(Workspace {
+            guard,
+            dir,
+            inside_dest,
+        })
     }
 
     pub fn tree(&self) -> PathBuf {
@@ -447,62 +452,89 @@ impl Workspace {
 
     /// Moves the checkout into DEST, replacing what DEST holds.
     pub fn install(self, dest: &Path, state: &DestState, commit: &str) -> Result<(), Error> {
-        let tree = self.tree();
-        let base = self.guard.path().to_path_buf();
-        let inside = self.inside_dest;
         let fail = |e: io::Error| {
             Error::io(
                 format!("cannot move the checkout into {}", dest.display()),
                 &e,
             )
         };
-        if !inside {
-            write_commit_xattr(&tree, commit);
-            // Under the clean-up lock, so a signal cannot remove half the tree mid-rename.
+        let own = CString::new(self.guard.path().file_name().unwrap_or_default().as_bytes())
+            .map_err(|e| fail(e.into()))?;
+        let tree = sys::open_dir_at(self.dir.as_raw_fd(), c"tree").map_err(fail)?;
+        let shown = self.guard.path().display().to_string();
+        let holder = if self.inside_dest {
+            let dest_dir = open_path(dest).map_err(fail)?;
+            // Under the clean-up lock, so a signal cannot remove half the tree mid-move.
             self.guard
-                .commit(|_| match state {
-                    DestState::Holds(_) => exchange(&tree, dest).or_else(|_| {
-                        // Filesystems without RENAME_EXCHANGE: two renames, a moment apart.
-                        fs::rename(dest, base.join("old"))?;
-                        fs::rename(&tree, dest)
-                    }),
-                    _ => fs::rename(&tree, dest),
-                })
+                .commit(|_| move_entries(&dest_dir, &own, &tree))
                 .map_err(fail)?;
-            // What is left is the old checkout (after an exchange) or an empty workspace.
-            let _ = fs::remove_dir_all(&base);
-            return Ok(());
+            write_commit_xattr(&dest_dir, commit);
+            dest_dir
+        } else {
+            write_commit_xattr(&tree, commit);
+            let parent = open_path(&parent_of(dest)).map_err(fail)?;
+            let name = CString::new(dest_name(dest)).map_err(|e| fail(e.into()))?;
+            let swap = |_: &Path| match state {
+                DestState::Holds(_) => sys::exchange_at(&self.dir, c"tree", &parent, &name)
+                    .or_else(|_| {
+                        // Filesystems without RENAME_EXCHANGE: two renames, a moment apart.
+                        sys::rename_at(&parent, &name, &self.dir, c"old")?;
+                        sys::rename_at(&self.dir, c"tree", &parent, &name)
+                    }),
+                _ => sys::rename_at(&self.dir, c"tree", &parent, &name),
+            };
+            self.guard.commit(swap).map_err(fail)?;
+            parent
+        };
+        // What is left is the old checkout (after an exchange) or an empty workspace; the
+        // checkout is in place, so failing to remove it is only worth a warning.
+        if let Err(e) = sys::remove_tree(&holder, &own) {
+            log::warn(&format!("cannot remove the temporary {shown}: {e}"), &[]);
         }
-        let own = base
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        self.guard
-            .commit(|_| {
-                for entry in fs::read_dir(dest)? {
-                    let entry = entry?;
-                    if entry.file_name() != own {
-                        remove_any(&entry.path())?;
-                    }
-                }
-                for entry in fs::read_dir(&tree)? {
-                    let entry = entry?;
-                    fs::rename(entry.path(), dest.join(entry.file_name()))?;
-                }
-                fs::remove_dir_all(&base)
-            })
-            .map_err(fail)?;
-        write_commit_xattr(dest, commit);
         Ok(())
     }
 }
 
-fn remove_any(path: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(path)?.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
+/// Replaces everything in `dest` but the workspace `own` with the entries of `tree`.
+fn move_entries(dest: &OwnedFd, own: &CStr, tree: &OwnedFd) -> io::Result<()> {
+    let mut old = sys::Dir::new(dest.try_clone()?)?;
+    while let Some(name) = old.next_name() {
+        let name = name?;
+        if name.as_c_str() != own {
+            sys::remove_tree(dest, &name)?;
+        }
     }
+    let mut new = sys::Dir::new(tree.try_clone()?)?;
+    while let Some(name) = new.next_name() {
+        let name = name?;
+        sys::rename_at(tree, &name, dest, &name)?;
+    }
+    Ok(())
+}
+
+/// Opens the directory of `path` when it lies in DEST, as the checkout does: below DEST no
+/// symlink is followed, since the repository chose them. `None` for a path elsewhere.
+pub fn open_parent_within(dest: &Path, path: &Path) -> Result<Option<OwnedFd>, Error> {
+    let Some(inside) = path
+        .parent()
+        .and_then(|parent| parent.strip_prefix(dest).ok())
+    else {
+        return Ok(None);
+    };
+    let mut dir = open_path(dest).map_err(|e| Error::io(dest.display(), &e))?;
+    for component in inside.components() {
+        let name = CString::new(component.as_os_str().as_bytes())
+            .map_err(|_| Error::usage("path contains NUL"))?;
+        dir = sys::open_dir_at(dir.as_raw_fd(), &name).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => Error::Io(format!(
+                "{}: goes through a symlink or file of the checkout in {}; refused",
+                path.display(),
+                dest.display()
+            )),
+            _ => Error::io(path.display(), &e),
+        })?;
+    }
+    Ok(Some(dir))
 }
 
 fn is_mount_point(dest: &Path, parent: &Path) -> bool {
@@ -510,28 +542,6 @@ fn is_mount_point(dest: &Path, parent: &Path) -> bool {
     match (fs::metadata(dest), fs::metadata(parent)) {
         (Ok(d), Ok(p)) => d.dev() != p.dev() || d.ino() == p.ino(),
         _ => false,
-    }
-}
-
-/// Swaps two paths atomically (renameat2 RENAME_EXCHANGE).
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    let a = CString::new(a.as_os_str().as_bytes())?;
-    let b = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: the renameat2 syscall with NUL-terminated paths relative to the current directory.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -666,8 +676,8 @@ mod tests {
             deadline: &deadline,
             stats: Stats::default(),
         };
-        let fd = open_dir(&dir.join("out")).unwrap();
-        let result = checkout.write_tree(&root, &fd, "", 0);
+        let mut fd = open_dir(&dir.join("out")).unwrap();
+        let result = checkout.write_tree(&root, &mut fd, "", 0);
         (dir, result)
     }
 

@@ -366,14 +366,14 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         }
     }
 
-    let root = checkout::open_dir(&workspace.tree())?;
+    let mut root = checkout::open_dir(&workspace.tree())?;
     let mut checkout = Checkout {
         pack: &mut pack,
         fail_on_submodules: options.fail_on_submodules,
         deadline,
         stats: checkout::Stats::default(),
     };
-    checkout.write_tree(&tree, &root, "", 0)?;
+    checkout.write_tree(&tree, &mut root, "", 0)?;
     let stats = std::mem::take(&mut checkout.stats);
     drop(root);
     checkout::warn_submodules(&stats);
@@ -418,18 +418,22 @@ fn already_checked_out(options: &Options, commit: &str) -> Result<(), Error> {
 /// Writes `--revision-file` and prints the commit id.
 fn finish(options: &Options, commit: &str) -> Result<(), Error> {
     if let Some(path) = &options.revision_file {
-        write_revision_file(path, commit)?;
+        write_revision_file(path, &options.dest, commit)?;
     }
     println!("{commit}");
     Ok(())
 }
 
-fn write_revision_file(path: &Path, commit: &str) -> Result<(), Error> {
+fn write_revision_file(path: &Path, dest: &Path, commit: &str) -> Result<(), Error> {
     use std::io::Write;
+    let within = checkout::open_parent_within(dest, path)?;
     if std::fs::read_to_string(path).is_ok_and(|text| text.trim() == commit) {
         return Ok(());
     }
-    let mut file = AtomicFile::create(path)?;
+    let mut file = match within {
+        Some(dir) => AtomicFile::create_in(dir, path)?,
+        None => AtomicFile::create(path)?,
+    };
     file.write_all(format!("{commit}\n").as_bytes())
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), &e))?;
     file.commit(0o644, None)
