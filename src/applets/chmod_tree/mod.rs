@@ -270,6 +270,9 @@ impl Walk<'_> {
 
     /// One PATH from the command line.
     fn top(&mut self, path: &Path) -> Result<(), Error> {
+        // A trailing `/` or `/.` makes the kernel resolve a symlink in the last component
+        // (`link/` is its target): without them the last component is the entry itself.
+        let path = &path.components().collect::<PathBuf>();
         if self.plan.mkdir && fs::symlink_metadata(path).is_err() {
             if self.plan.dry_run {
                 let _ = writeln!(io::stdout().lock(), "create {}", path.display());
