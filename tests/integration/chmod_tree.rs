@@ -526,6 +526,20 @@ fn issue_9_10_deep_trees_need_a_bounded_number_of_descriptors() {
     let name = c"d";
     for _ in 0..300 {
         use std::os::fd::{AsRawFd, FromRawFd};
+        // A file beside each directory: some are listed after it, so are left for when the walk
+        // comes back to a level it had closed.
+        // SAFETY: the name is NUL-terminated; fd is open; the new descriptor is closed at once.
+        let file = unsafe {
+            libc::openat(
+                fd.as_raw_fd(),
+                c"f".as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            )
+        };
+        assert!(file >= 0);
+        // SAFETY: file is a fresh descriptor of ours.
+        unsafe { libc::close(file) };
         // SAFETY: name is NUL-terminated; fd is open.
         assert_eq!(
             unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), 0o755) },
@@ -548,8 +562,14 @@ fn issue_9_10_deep_trees_need_a_bounded_number_of_descriptors() {
         ],
     );
     out.success()
-        .stderr_has("301 dirs, 1 files")
-        .stderr_has("changed 302");
+        .stderr_has("301 dirs, 301 files")
+        .stderr_has("changed 602; 0 errors");
+    for depth in [0, 1, 100, 299] {
+        assert_eq!(
+            mode(dir.join("t").join("d/".repeat(depth)).join("f")),
+            0o600
+        );
+    }
     let leaf = dir.join("t").join("d/".repeat(300)).join("leaf");
     assert_eq!(mode(leaf), 0o600);
     assert_eq!(mode(dir.join("t").join("d/".repeat(150))), 0o700);
