@@ -441,7 +441,7 @@ const USER_65532: &[&str] = &[
 
 /// A volume as Kubernetes hands it over: owned 65532, mode 755, a root-owned file and
 /// subdirectory inside.
-fn volume(dir: &TempDir) -> std::path::PathBuf {
+pub fn volume(dir: &TempDir) -> std::path::PathBuf {
     let data = dir.join("data");
     fs::create_dir_all(data.join("app/sub")).unwrap();
     fs::write(data.join("app/f"), "x").unwrap();
