@@ -1,14 +1,18 @@
 //! `chmod-tree`: the "mkdir -p, chmod -R, chown -R" and fsGroup fix-ups of a volume in one pass
 //! that never follows a symlink.
 //!
-//! The walk holds one open directory stream per level (memory grows with depth, never with the
-//! number of entries) and does everything relative to directory file descriptors: entries are
-//! examined with `fstatat(AT_SYMLINK_NOFOLLOW)`, directories are entered with
-//! `openat(O_DIRECTORY | O_NOFOLLOW)` and changed through that descriptor, other entries are
-//! changed with `fchownat(AT_SYMLINK_NOFOLLOW)` and `fchmodat2(AT_SYMLINK_NOFOLLOW)`. A directory
+//! The walk does everything relative to directory file descriptors: entries are examined with
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`, directories are entered with `openat(O_DIRECTORY | O_NOFOLLOW)`
+//! and changed through that descriptor, other entries are changed with
+//! `fchownat(AT_SYMLINK_NOFOLLOW)` and `sys::chmod_at` (which never opens them). A directory
 //! swapped for a symlink during the walk makes the `openat` fail instead of leading outside the
-//! tree. Only what differs is changed, and a failure on one entry does not stop the walk: every
-//! failure is reported, the exit code is that of the first.
+//! tree. A directory gets the mode bits it gains before its entries are read (a mode-000
+//! directory of the caller's is repaired first) and loses bits and changes owner after them, so
+//! the walk never locks itself out, as root without CAP_DAC_OVERRIDE would. At most
+//! `MAX_OPEN_DIRS` levels stay open: deeper, ancestors are read ahead and closed, and reopened
+//! through `..` (checked by device and inode) on the way back. Only what differs is changed,
+//! and a failure on one entry does not stop the walk: every failure is reported, the exit code
+//! is that of the first.
 
 mod mode;
 
