@@ -38,7 +38,11 @@ impl Owner {
             if part.is_empty() {
                 Ok(None)
             } else {
-                part.parse().map(Some).map_err(|_| invalid())
+                // u32::MAX is chown's -1, "unchanged": it would silently change nothing.
+                match part.parse::<u32>() {
+                    Ok(id) if id != u32::MAX => Ok(Some(id)),
+                    _ => Err(invalid()),
+                }
             }
         };
         let (uid, gid) = text.split_once(':').unwrap_or((text, ""));
@@ -316,7 +320,8 @@ mod tests {
                 gid: Some(2)
             })
         );
-        for bad in ["", ":", "nobody", "1:x", "-1"] {
+        // Issue 9 #20: 4294967295 (-1 to chown) is refused.
+        for bad in ["", ":", "nobody", "1:x", "-1", "4294967295", "1:4294967295"] {
             assert!(Owner::parse(bad).is_err(), "{bad:?}");
         }
     }

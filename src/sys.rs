@@ -6,6 +6,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `fchmodat2(2)` (Linux 6.6): the only chmod that takes `AT_SYMLINK_NOFOLLOW`. The number is
 /// the same on every architecture (the generic syscall table).
@@ -81,42 +82,69 @@ pub fn chown_at(dir: RawFd, name: &CStr, uid: Option<u32>, gid: Option<u32>) -> 
     })
 }
 
-/// Changes the mode of the non-directory `name` in `dir` without following a symlink, even one
-/// swapped in since it was examined: `fchmodat2` with `AT_SYMLINK_NOFOLLOW` (which refuses
-/// symlinks), or on older kernels an `O_NOFOLLOW` open and `fchmod`, checked to be the entry
-/// that was examined (`expected`: device and inode).
+/// Set once `fchmodat2` answered ENOSYS (kernels before 6.6, Docker 20.10's default seccomp
+/// profile), so that later calls go straight to the fallback.
+static NO_FCHMODAT2: AtomicBool = AtomicBool::new(false);
+
+/// Changes the mode of the entry `name` in `dir` without following a symlink, even one swapped
+/// in since it was examined, and without opening the entry (that would block on a FIFO, fail on
+/// a socket or a mode-000 file, and run a device driver's open): `fchmodat2` with
+/// `AT_SYMLINK_NOFOLLOW`, or else an `O_PATH` descriptor, checked to be the entry that was
+/// examined (`expected`: device and inode), changed through `/proc/self/fd`.
 pub fn chmod_at(dir: RawFd, name: &CStr, mode: u32, expected: (u64, u64)) -> io::Result<()> {
-    // SAFETY: name is NUL-terminated; the syscall takes (int, const char *, mode_t, int).
-    let result = unsafe {
-        libc::syscall(
-            SYS_FCHMODAT2,
-            dir,
-            name.as_ptr(),
-            mode,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if result == 0 {
-        return Ok(());
+    if !NO_FCHMODAT2.load(Ordering::Relaxed) {
+        // SAFETY: name is NUL-terminated; the syscall takes (int, const char *, mode_t, int).
+        let result = unsafe {
+            libc::syscall(
+                SYS_FCHMODAT2,
+                dir,
+                name.as_ptr(),
+                mode,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if result == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOSYS) => NO_FCHMODAT2.store(true, Ordering::Relaxed),
+            // Some seccomp profiles answer EPERM for syscalls they do not know; a real EPERM
+            // comes back from the fallback too.
+            Some(libc::EPERM) => {}
+            _ => return Err(err),
+        }
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(err);
-    }
-    let flags =
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    chmod_through_proc(dir, name, mode, expected)
+}
+
+fn chmod_through_proc(dir: RawFd, name: &CStr, mode: u32, expected: (u64, u64)) -> io::Result<()> {
+    // O_PATH opens neither for reading nor writing (no driver open, no permission needed on the
+    // entry); with O_NOFOLLOW a symlink is opened as itself, and then fails the check below.
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: name is NUL-terminated; the returned descriptor is checked and then owned.
     let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let file = unsafe { OwnedFd::from_raw_fd(fd) };
-    let stat = fstat(file.as_raw_fd())?;
+    let entry = unsafe { OwnedFd::from_raw_fd(fd) };
+    let stat = fstat(entry.as_raw_fd())?;
     if (stat.st_dev, stat.st_ino) != expected {
         return Err(io::Error::other("replaced while being changed; left alone"));
     }
-    chmod_fd(file.as_raw_fd(), mode)
+    // The magic link names this inode, not a path: a rename or symlink swap cannot redirect it.
+    let link =
+        CString::new(format!("/proc/self/fd/{}", entry.as_raw_fd())).map_err(io::Error::other)?;
+    // SAFETY: link is NUL-terminated.
+    match check(unsafe { libc::chmod(link.as_ptr(), mode) }) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no safe way to change it: the kernel refuses fchmodat2 (Linux 6.6) and /proc is \
+             not mounted; changing it by name could follow a symlink swapped in",
+        )),
+        other => other,
+    }
 }
 
 /// A directory stream read entry by entry, so memory does not grow with the directory's size.

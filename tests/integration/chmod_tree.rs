@@ -415,3 +415,218 @@ fn scratch_creates_and_owns_a_data_directory() {
     assert_eq!(mode(scratch.root.join("app/cache/tmp")), 0o700);
     assert_eq!(owner(scratch.root.join("app/cache/tmp")), (65532, 65532));
 }
+
+/// Runs initbox with `prefix` (setpriv, sh -c ...) in front.
+fn run_as(prefix: &[&str], args: &[&std::ffi::OsStr]) -> crate::util::Outcome {
+    let mut command = Command::new(require_tool(prefix[0]));
+    command.args(&prefix[1..]).arg(bin()).args(args);
+    Cmd::from(command).run()
+}
+
+/// The README's initContainer as root with only CAP_CHOWN and CAP_FOWNER.
+const CHOWN_FOWNER_ONLY: &[&str] = &[
+    "setpriv",
+    "--inh-caps=-all",
+    "--bounding-set=-all,+chown,+fowner",
+    "--",
+];
+/// An unprivileged user with no capabilities.
+const USER_65532: &[&str] = &[
+    "setpriv",
+    "--reuid=65532",
+    "--regid=65532",
+    "--clear-groups",
+    "--",
+];
+
+/// A volume as Kubernetes hands it over: owned 65532, mode 755, a root-owned file and
+/// subdirectory inside.
+pub fn volume(dir: &TempDir) -> std::path::PathBuf {
+    let data = dir.join("data");
+    fs::create_dir_all(data.join("app/sub")).unwrap();
+    fs::write(data.join("app/f"), "x").unwrap();
+    fs::write(data.join("app/sub/g"), "x").unwrap();
+    set_mode(data.join("app/f"), 0o644);
+    set_mode(data.join("app/sub/g"), 0o644);
+    set_mode(data.join("app/sub"), 0o755);
+    set_mode(data.join("app"), 0o755);
+    std::os::unix::fs::chown(data.join("app"), Some(65532), Some(65532)).unwrap();
+    data.join("app")
+}
+
+/// Issue 9 #2: with only CHOWN and FOWNER (no DAC_OVERRIDE) the walk restricted a directory
+/// before reading it (77 "cannot examine it"), and `--if-root-mismatch` opened the top before
+/// looking at it (77 "cannot open it" on every restart).
+#[test]
+fn issue_9_2_least_privilege_walk_enters_before_restricting() {
+    if !have_root("issue_9_2_least_privilege_walk_enters_before_restricting") {
+        return;
+    }
+    let dir = TempDir::new("chmod-tree-caps");
+    let app = volume(&dir);
+    let args: Vec<&std::ffi::OsStr> = [
+        "chmod-tree",
+        "--mkdir",
+        "--if-root-mismatch",
+        "--owner",
+        "65532:65532",
+        "--dir-mode",
+        "0750",
+        "--file-mode",
+        "u=rwX,g=rX,o=",
+    ]
+    .iter()
+    .map(|a| a.as_ref())
+    .chain([app.as_os_str()])
+    .collect();
+    run_as(CHOWN_FOWNER_ONLY, &args)
+        .success()
+        .stderr_has("changed 4; 0 errors");
+    for (path, wanted) in [("", 0o750), ("sub", 0o750), ("f", 0o640), ("sub/g", 0o640)] {
+        assert_eq!(mode(app.join(path)), wanted, "{path}");
+        assert_eq!(owner(app.join(path)), (65532, 65532), "{path}");
+    }
+    // The restart: the top is right and no longer open to root without DAC_OVERRIDE.
+    run_as(CHOWN_FOWNER_ONLY, &args)
+        .success()
+        .stderr_has("walk skipped (--if-root-mismatch)");
+}
+
+/// Issue 9 #3: `link/` (and `link/.`) resolved the symlink and changed its target.
+#[test]
+fn issue_9_3_trailing_slash_or_dot_does_not_follow_a_symlink() {
+    let dir = TempDir::new("chmod-tree-slash");
+    fs::create_dir(dir.join("decoy")).unwrap();
+    set_mode(dir.join("decoy"), 0o755);
+    symlink(dir.join("decoy"), dir.join("link")).unwrap();
+    for suffix in ["/", "//", "/.", "/./"] {
+        let path = format!("{}{suffix}", dir.join("link").display());
+        initbox(["chmod-tree", "--mode", "0777", &path])
+            .run()
+            .code(65)
+            .stderr_has("is a symlink");
+        assert_eq!(mode(dir.join("decoy")), 0o755, "{path}");
+    }
+    // A real directory with a trailing slash is still walked.
+    let path = format!("{}/", dir.join("decoy").display());
+    initbox(["chmod-tree", "--mode", "0700", &path])
+        .run()
+        .success();
+    assert_eq!(mode(dir.join("decoy")), 0o700);
+}
+
+/// Issue 9 #10: one descriptor per level ran out of descriptors in deep trees (EMFILE at depth
+/// ~1018 under `ulimit -n 1024`); here 300 levels under `ulimit -n 64`.
+#[test]
+fn issue_9_10_deep_trees_need_a_bounded_number_of_descriptors() {
+    let dir = TempDir::new("chmod-tree-deep");
+    let top = dir.join("t");
+    fs::create_dir(&top).unwrap();
+    let mut fd = fs::File::open(&top).unwrap();
+    let name = c"d";
+    for _ in 0..300 {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // A file beside each directory: some are listed after it, so are left for when the walk
+        // comes back to a level it had closed.
+        // SAFETY: the name is NUL-terminated; fd is open; the new descriptor is closed at once.
+        let file = unsafe {
+            libc::openat(
+                fd.as_raw_fd(),
+                c"f".as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            )
+        };
+        assert!(file >= 0);
+        // SAFETY: file is a fresh descriptor of ours.
+        unsafe { libc::close(file) };
+        // SAFETY: name is NUL-terminated; fd is open.
+        assert_eq!(
+            unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), 0o755) },
+            0
+        );
+        // SAFETY: as above; the new descriptor is owned by the File.
+        let next = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), libc::O_RDONLY) };
+        assert!(next >= 0);
+        // SAFETY: next is a fresh descriptor.
+        fd = unsafe { fs::File::from_raw_fd(next) };
+    }
+    fs::write(dir.join("t").join("d/".repeat(300)).join("leaf"), "x").unwrap();
+    let out = run_as(
+        &["sh", "-c", "ulimit -n 64 && exec \"$0\" \"$@\""],
+        &[
+            "chmod-tree".as_ref(),
+            "--mode".as_ref(),
+            "u=rwX,go=".as_ref(),
+            top.as_os_str(),
+        ],
+    );
+    out.success()
+        .stderr_has("301 dirs, 301 files")
+        .stderr_has("changed 602; 0 errors");
+    for depth in [0, 1, 100, 299] {
+        assert_eq!(
+            mode(dir.join("t").join("d/".repeat(depth)).join("f")),
+            0o600
+        );
+    }
+    let leaf = dir.join("t").join("d/".repeat(300)).join("leaf");
+    assert_eq!(mode(leaf), 0o600);
+    assert_eq!(mode(dir.join("t").join("d/".repeat(150))), 0o700);
+}
+
+/// Issue 9 #15: a directory the caller owns but cannot read (mode 000) was not repaired, as
+/// `chmod -R u=rwX` does: its mode is fixed first, then it is entered.
+#[test]
+fn issue_9_15_an_owned_unreadable_directory_is_repaired_then_entered() {
+    if !have_root("issue_9_15_an_owned_unreadable_directory_is_repaired_then_entered") {
+        return;
+    }
+    let dir = TempDir::new("chmod-tree-000");
+    let tree = dir.join("t");
+    fs::create_dir_all(tree.join("locked/inner")).unwrap();
+    fs::write(tree.join("locked/f"), "x").unwrap();
+    for path in ["", "locked", "locked/inner", "locked/f"] {
+        std::os::unix::fs::chown(tree.join(path), Some(65532), Some(65532)).unwrap();
+    }
+    set_mode(tree.join("locked/f"), 0o000);
+    set_mode(tree.join("locked/inner"), 0o000);
+    set_mode(tree.join("locked"), 0o000);
+    run_as(
+        USER_65532,
+        &[
+            "chmod-tree".as_ref(),
+            "--mode".as_ref(),
+            "u=rwX".as_ref(),
+            tree.as_os_str(),
+        ],
+    )
+    .success()
+    .stderr_has("0 errors");
+    assert_eq!(mode(tree.join("locked")), 0o700);
+    assert_eq!(mode(tree.join("locked/inner")), 0o700);
+    assert_eq!(mode(tree.join("locked/f")), 0o600);
+}
+
+/// Issue 9 #20: 4294967295 is chown's "leave unchanged" (-1): it was accepted as an owner,
+/// changed nothing and reported changes.
+#[test]
+fn issue_9_20_owner_or_group_minus_one_is_a_usage_error() {
+    let dir = TempDir::new("chmod-tree-minus-one");
+    for args in [
+        ["--owner", "4294967295"],
+        ["--owner", "1:4294967295"],
+        ["--owner", ":4294967295"],
+        ["--group", "4294967295"],
+    ] {
+        initbox([
+            "chmod-tree".as_ref(),
+            args[0].as_ref(),
+            args[1].as_ref(),
+            dir.path().as_os_str(),
+        ])
+        .run()
+        .code(64)
+        .stderr_has("4294967295");
+    }
+}

@@ -2,6 +2,8 @@
 //! static binary under test. Skipped, with the reason printed, only where `docker info` fails.
 //! Every image, container and network made here carries the test's unique name and is removed.
 
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -327,4 +329,114 @@ fn git_shallow_in_a_container_checks_out_a_commit() {
             .trim(),
         commit
     );
+}
+
+/// Runs the image with the volume `dir` mounted at /data; `options` go before the image.
+fn run_on_volume(image: &str, dir: &std::path::Path, options: &[&str], args: &[&str]) -> String {
+    let mount = format!("{}:/data", dir.display());
+    let mut all = vec!["run", "--rm", "-v", &mount];
+    all.extend_from_slice(options);
+    all.push(image);
+    all.extend_from_slice(args);
+    let (ok, stdout, stderr) = docker(&all);
+    assert!(ok, "docker {all:?} failed:\n{stdout}\n{stderr}");
+    stderr
+}
+
+/// Issue 9 #2: the README's initContainer, securityContext and all (root with only CHOWN and
+/// FOWNER), on a volume owned 65532: 77 on the first run and on every restart.
+#[test]
+fn issue_9_2_chmod_tree_with_only_chown_and_fowner_in_a_container() {
+    let Some((_lab, image)) =
+        lab_with_image("issue_9_2_chmod_tree_with_only_chown_and_fowner_in_a_container")
+    else {
+        return;
+    };
+    let dir = TempDir::new("docker-chmod-caps");
+    let app = crate::chmod_tree::volume(&dir);
+    let security = [
+        "--user",
+        "0",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "CHOWN",
+        "--cap-add",
+        "FOWNER",
+    ];
+    let args = [
+        "chmod-tree",
+        "--mkdir",
+        "--if-root-mismatch",
+        "--owner",
+        "65532:65532",
+        "--dir-mode",
+        "0750",
+        "--file-mode",
+        "u=rwX,g=rX,o=",
+        "/data/app",
+    ];
+    let first = run_on_volume(&image, &dir.join("data"), &security, &args);
+    assert!(first.contains("changed 4; 0 errors"), "{first}");
+    for (path, wanted) in [("", 0o750), ("sub", 0o750), ("f", 0o640), ("sub/g", 0o640)] {
+        let meta = std::fs::metadata(app.join(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, wanted, "{path}");
+        assert_eq!((meta.uid(), meta.gid()), (65532, 65532), "{path}");
+    }
+    let restart = run_on_volume(&image, &dir.join("data"), &security, &args);
+    assert!(
+        restart.contains("walk skipped (--if-root-mismatch)"),
+        "{restart}"
+    );
+}
+
+/// Issue 9 #14: under Docker 20.10's default seccomp profile `fchmodat2` is ENOSYS, and the
+/// fallback opened every entry: a mode-000 file of the caller's failed (77), a socket 74, and a
+/// character device was opened. Nothing but directories may be opened.
+#[test]
+fn issue_9_14_chmod_tree_without_fchmodat2_opens_no_entry() {
+    let Some((_lab, image)) =
+        lab_with_image("issue_9_14_chmod_tree_without_fchmodat2_opens_no_entry")
+    else {
+        return;
+    };
+    let dir = TempDir::new("docker-chmod-seccomp");
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("secret"), "x").unwrap();
+    std::fs::set_permissions(data.join("secret"), PermissionsExt::from_mode(0o000)).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(data.join("sock")).unwrap());
+    let c =
+        |name: &str| std::ffi::CString::new(data.join(name).into_os_string().into_vec()).unwrap();
+    // SAFETY: the paths are NUL-terminated.
+    assert_eq!(unsafe { libc::mkfifo(c("fifo").as_ptr(), 0o644) }, 0);
+    // An unassigned major number (local/experimental range): opening it fails with ENXIO.
+    let device = libc::makedev(240, 77);
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::mknod(c("device").as_ptr(), libc::S_IFCHR | 0o644, device) },
+        0
+    );
+    for name in ["", "secret", "sock", "fifo", "device"] {
+        std::os::unix::fs::lchown(data.join(name), Some(65532), Some(65532)).unwrap();
+    }
+    // The image's own user (65532), the default seccomp profile.
+    let out = run_on_volume(
+        &image,
+        &data,
+        &[],
+        &[
+            "chmod-tree",
+            "--dir-mode",
+            "0750",
+            "--file-mode",
+            "0640",
+            "/data",
+        ],
+    );
+    assert!(out.contains("changed 5; 0 errors"), "{out}");
+    for name in ["secret", "sock", "fifo", "device"] {
+        let meta = std::fs::symlink_metadata(data.join(name)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "{name}");
+    }
 }

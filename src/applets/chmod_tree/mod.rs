@@ -1,21 +1,25 @@
 //! `chmod-tree`: the "mkdir -p, chmod -R, chown -R" and fsGroup fix-ups of a volume in one pass
 //! that never follows a symlink.
 //!
-//! The walk holds one open directory stream per level (memory grows with depth, never with the
-//! number of entries) and does everything relative to directory file descriptors: entries are
-//! examined with `fstatat(AT_SYMLINK_NOFOLLOW)`, directories are entered with
-//! `openat(O_DIRECTORY | O_NOFOLLOW)` and changed through that descriptor, other entries are
-//! changed with `fchownat(AT_SYMLINK_NOFOLLOW)` and `fchmodat2(AT_SYMLINK_NOFOLLOW)`. A directory
+//! The walk does everything relative to directory file descriptors: entries are examined with
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`, directories are entered with `openat(O_DIRECTORY | O_NOFOLLOW)`
+//! and changed through that descriptor, other entries are changed with
+//! `fchownat(AT_SYMLINK_NOFOLLOW)` and `sys::chmod_at` (which never opens them). A directory
 //! swapped for a symlink during the walk makes the `openat` fail instead of leading outside the
-//! tree. Only what differs is changed, and a failure on one entry does not stop the walk: every
-//! failure is reported, the exit code is that of the first.
+//! tree. A directory gets the mode bits it gains before its entries are read (a mode-000
+//! directory of the caller's is repaired first) and loses bits and changes owner after them, so
+//! the walk never locks itself out, as root without CAP_DAC_OVERRIDE would. At most
+//! `MAX_OPEN_DIRS` levels stay open: deeper, ancestors are read ahead and closed, and reopened
+//! through `..` (checked by device and inode) on the way back. Only what differs is changed,
+//! and a failure on one entry does not stop the walk: every failure is reported, the exit code
+//! is that of the first.
 
 mod mode;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -117,6 +121,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
             deadline,
             counts: Counts::default(),
             first_error: None,
+            root_device: 0,
         };
         for path in &paths {
             walk.top(path)?;
@@ -147,6 +152,51 @@ struct Walk<'a> {
     deadline: &'a Deadline,
     counts: Counts,
     first_error: Option<Error>,
+    /// The device of the top directory being walked, for `--one-file-system`.
+    root_device: u64,
+}
+
+/// At most this many directories of the path being walked are held open; deeper ones park
+/// their ancestors (as fts bounds its descriptors).
+const MAX_OPEN_DIRS: usize = 32;
+
+/// A directory being walked.
+struct Level {
+    entries: Entries,
+    /// Device and inode: a parked directory reopened through `..` must be this one.
+    id: (u64, u64),
+    /// What waits until the entries are done: bits taken away and the owner, which could lock
+    /// the walk out of the directory (issue 9 #2).
+    after: Change,
+}
+
+enum Entries {
+    /// Read from the open directory as the walk goes.
+    Stream(Dir),
+    /// Read ahead (in reverse order) when the level was parked; `fd` is the directory reopened
+    /// when the walk comes back to it.
+    Listed {
+        names: Vec<CString>,
+        fd: Option<OwnedFd>,
+    },
+}
+
+impl Level {
+    /// The directory's descriptor; -1 (EBADF to any call) while parked, when the walk, deeper
+    /// down, does not use it.
+    fn fd(&self) -> RawFd {
+        match &self.entries {
+            Entries::Stream(dir) => dir.fd(),
+            Entries::Listed { fd, .. } => fd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        }
+    }
+
+    fn next_name(&mut self) -> Option<io::Result<CString>> {
+        match &mut self.entries {
+            Entries::Stream(dir) => dir.next_name(),
+            Entries::Listed { names, .. } => names.pop().map(Ok),
+        }
+    }
 }
 
 fn is_dir(stat: &libc::stat) -> bool {
@@ -210,29 +260,6 @@ impl Walk<'_> {
         let _ = writeln!(io::stdout().lock(), "{line}{}", path.display());
     }
 
-    /// Changes a directory through its own descriptor.
-    fn change_dir(&mut self, fd: RawFd, stat: &libc::stat, path: &Path) {
-        let change = self.needs(stat);
-        if change == Change::default() {
-            return;
-        }
-        self.counts.changed += 1;
-        if self.plan.dry_run {
-            self.dry_run_line(path, stat, &change);
-            return;
-        }
-        if change.owner {
-            if let Err(e) = sys::chown_fd(fd, self.plan.owner.uid, self.plan.owner.gid) {
-                self.fail(path, "change owner", &e);
-            }
-        }
-        if let Some(mode) = change.mode {
-            if let Err(e) = sys::chmod_fd(fd, mode) {
-                self.fail(path, "change mode", &e);
-            }
-        }
-    }
-
     /// Changes a non-directory entry `name` of the directory `dir`.
     fn change_entry(
         &mut self,
@@ -270,6 +297,9 @@ impl Walk<'_> {
 
     /// One PATH from the command line.
     fn top(&mut self, path: &Path) -> Result<(), Error> {
+        // A trailing `/` or `/.` makes the kernel resolve a symlink in the last component
+        // (`link/` is its target): without them the last component is the entry itself.
+        let path = &path.components().collect::<PathBuf>();
         if self.plan.mkdir && fs::symlink_metadata(path).is_err() {
             if self.plan.dry_run {
                 let _ = writeln!(io::stdout().lock(), "create {}", path.display());
@@ -309,7 +339,7 @@ impl Walk<'_> {
                 self.first_error.get_or_insert(error);
                 Ok(())
             }
-            libc::S_IFDIR => self.tree(path, &name),
+            libc::S_IFDIR => self.tree(path, &name, &stat),
             _ => {
                 self.counts.files += 1;
                 self.change_entry(libc::AT_FDCWD, &name, &stat, &|| path.to_path_buf());
@@ -318,24 +348,12 @@ impl Walk<'_> {
         }
     }
 
-    /// A top directory and everything under it, one open directory stream per level.
-    fn tree(&mut self, top: &Path, name: &CStr) -> Result<(), Error> {
-        let fd = match sys::open_dir_at(libc::AT_FDCWD, name) {
-            Ok(fd) => fd,
-            Err(e) => {
-                self.fail(top, "open it", &e);
-                return Ok(());
-            }
-        };
-        let stat = match sys::fstat(fd.as_raw_fd()) {
-            Ok(stat) => stat,
-            Err(e) => {
-                self.fail(top, "examine it", &e);
-                return Ok(());
-            }
-        };
+    /// A top directory (examined as `stat`) and everything under it.
+    fn tree(&mut self, top: &Path, name: &CStr, stat: &libc::stat) -> Result<(), Error> {
         self.counts.dirs += 1;
-        if self.plan.if_root_mismatch && self.needs(&stat) == Change::default() {
+        // Decided before opening: the top may be right and closed to the caller, who needs
+        // only its parent to look at it (issue 9 #2).
+        if self.plan.if_root_mismatch && self.needs(stat) == Change::default() {
             log::info(
                 &format!(
                     "{}: already has the wanted mode and owner, walk skipped (--if-root-mismatch)",
@@ -345,16 +363,14 @@ impl Walk<'_> {
             );
             return Ok(());
         }
-        let root_device = stat.st_dev;
-        self.change_dir(fd.as_raw_fd(), &stat, top);
-        let mut path = top.to_path_buf();
-        let mut stack = match Dir::new(fd) {
-            Ok(dir) => vec![dir],
-            Err(e) => {
-                self.fail(top, "read it", &e);
-                return Ok(());
-            }
+        self.root_device = stat.st_dev;
+        let Some(level) = self.enter(libc::AT_FDCWD, name, stat, top) else {
+            return Ok(());
         };
+        let mut path = top.to_path_buf();
+        let mut stack = vec![level];
+        // Levels below this index are parked: read ahead and closed.
+        let mut open_from = 0;
         let mut seen = 0u64;
         while let Some(current) = stack.last_mut() {
             let next = current.next_name();
@@ -365,10 +381,7 @@ impl Walk<'_> {
                     if let Some(Err(e)) = end_or_error {
                         self.fail(&path, "read it", &e);
                     }
-                    stack.pop();
-                    if !stack.is_empty() {
-                        path.pop();
-                    }
+                    self.leave(&mut stack, &mut open_from, &mut path);
                     continue;
                 }
             };
@@ -388,40 +401,18 @@ impl Walk<'_> {
             };
             match stat.st_mode & libc::S_IFMT {
                 libc::S_IFLNK => self.counts.symlinks += 1,
+                libc::S_IFDIR if self.elsewhere(&stat) => {}
                 libc::S_IFDIR => {
-                    if self.plan.one_file_system && stat.st_dev != root_device {
-                        self.counts.other_filesystem += 1;
-                        continue;
-                    }
-                    let child = match sys::open_dir_at(dir, &name) {
-                        Ok(child) => child,
-                        Err(e) => {
-                            self.counts.dirs += 1;
-                            self.fail(&entry_path(), "enter it", &e);
-                            continue;
-                        }
-                    };
-                    // What was opened is what counts, if the entry changed since fstatat.
-                    let stat = match sys::fstat(child.as_raw_fd()) {
-                        Ok(stat) => stat,
-                        Err(e) => {
-                            self.fail(&entry_path(), "examine it", &e);
-                            continue;
-                        }
-                    };
-                    if self.plan.one_file_system && stat.st_dev != root_device {
-                        self.counts.other_filesystem += 1;
-                        continue;
-                    }
                     self.counts.dirs += 1;
                     let child_path = entry_path();
-                    self.change_dir(child.as_raw_fd(), &stat, &child_path);
-                    match Dir::new(child) {
-                        Ok(child) => {
-                            path = child_path;
-                            stack.push(child);
+                    if let Some(child) = self.enter(dir, &name, &stat, &child_path) {
+                        path = child_path;
+                        stack.push(child);
+                        if stack.len() - open_from > MAX_OPEN_DIRS {
+                            let depth = stack.len() - 1 - open_from;
+                            self.park(&mut stack[open_from], path.ancestors().nth(depth));
+                            open_from += 1;
                         }
-                        Err(e) => self.fail(&child_path, "read it", &e),
                     }
                 }
                 _ => {
@@ -431,6 +422,166 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether `--one-file-system` keeps the walk out of this directory (counted).
+    fn elsewhere(&mut self, stat: &libc::stat) -> bool {
+        let elsewhere = self.plan.one_file_system && stat.st_dev != self.root_device;
+        if elsewhere {
+            self.counts.other_filesystem += 1;
+        }
+        elsewhere
+    }
+
+    /// Opens the directory `name` of `parent` (examined as `stat`) and makes the changes that
+    /// must come before its entries are read: the mode bits that are added. Bits removed and the
+    /// owner wait in `Level::after`, so the walk never locks itself out (issue 9 #2).
+    fn enter(
+        &mut self,
+        parent: RawFd,
+        name: &CStr,
+        stat: &libc::stat,
+        path: &Path,
+    ) -> Option<Level> {
+        let (fd, repaired) = match sys::open_dir_at(parent, name) {
+            Ok(fd) => (fd, false),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !self.plan.dry_run => {
+                match self.unlock(parent, name, stat, path)? {
+                    true => match sys::open_dir_at(parent, name) {
+                        Ok(fd) => (fd, true),
+                        Err(e) => return self.fail_none(path, "enter it", &e),
+                    },
+                    false => return self.fail_none(path, "enter it", &e),
+                }
+            }
+            Err(e) => return self.fail_none(path, "enter it", &e),
+        };
+        // What was opened is what counts, if the entry changed since it was examined.
+        let stat = match sys::fstat(fd.as_raw_fd()) {
+            Ok(stat) => stat,
+            Err(e) => return self.fail_none(path, "examine it", &e),
+        };
+        if self.elsewhere(&stat) {
+            return None;
+        }
+        let change = self.needs(&stat);
+        if repaired || change != Change::default() {
+            self.counts.changed += 1;
+        }
+        let mut after = Change::default();
+        if self.plan.dry_run {
+            if change != Change::default() {
+                self.dry_run_line(path, &stat, &change);
+            }
+        } else {
+            let current = stat.st_mode & 0o7777;
+            if let Some(mode) = change.mode {
+                let now = current | mode;
+                if now != current {
+                    if let Err(e) = sys::chmod_fd(fd.as_raw_fd(), now) {
+                        self.fail(path, "change mode", &e);
+                    }
+                }
+                after.mode = (mode != now).then_some(mode);
+            }
+            after.owner = change.owner;
+        }
+        match Dir::new(fd) {
+            Ok(dir) => Some(Level {
+                entries: Entries::Stream(dir),
+                id: (stat.st_dev, stat.st_ino),
+                after,
+            }),
+            Err(e) => self.fail_none(path, "read it", &e),
+        }
+    }
+
+    /// A directory the caller may not enter: adds the bits its new mode adds, as
+    /// `chmod -R u=rwX` repairs a mode-000 directory of the caller's (issue 9 #15). `None` after
+    /// a failure (reported), `false` when there is nothing to add.
+    fn unlock(
+        &mut self,
+        parent: RawFd,
+        name: &CStr,
+        stat: &libc::stat,
+        path: &Path,
+    ) -> Option<bool> {
+        let current = stat.st_mode & 0o7777;
+        let Some(mode) = self.needs(stat).mode.filter(|&mode| mode & !current != 0) else {
+            return Some(false);
+        };
+        match sys::chmod_at(parent, name, current | mode, (stat.st_dev, stat.st_ino)) {
+            Ok(()) => Some(true),
+            Err(e) => self.fail_none(path, "change mode", &e),
+        }
+    }
+
+    fn fail_none<T>(&mut self, path: &Path, doing: &str, err: &io::Error) -> Option<T> {
+        self.fail(path, doing, err);
+        None
+    }
+
+    /// Reads the rest of a level's entries and closes it, so that the open descriptors do not
+    /// grow with depth (issue 9 #10); `path` is the level's, for messages.
+    fn park(&mut self, level: &mut Level, path: Option<&Path>) {
+        let dir = match &mut level.entries {
+            Entries::Stream(dir) => dir,
+            Entries::Listed { fd, .. } => {
+                *fd = None;
+                return;
+            }
+        };
+        let mut names = Vec::new();
+        for next in std::iter::from_fn(|| dir.next_name()) {
+            match next {
+                Ok(name) => names.push(name),
+                Err(e) => {
+                    self.fail(path.unwrap_or(Path::new("")), "read it", &e);
+                    break;
+                }
+            }
+        }
+        names.reverse();
+        level.entries = Entries::Listed { names, fd: None };
+    }
+
+    /// Done with the innermost directory: comes back to its parent (reopened through `..` if it
+    /// was parked), then makes the changes that waited for the entries.
+    fn leave(&mut self, stack: &mut Vec<Level>, open_from: &mut usize, path: &mut PathBuf) {
+        let Some(done) = stack.pop() else {
+            return;
+        };
+        // Before the changes: they may take away the search permission `..` needs.
+        if stack.len() == *open_from && *open_from > 0 {
+            *open_from -= 1;
+            let parent = &mut stack[*open_from];
+            match reopen_parent(done.fd(), parent.id) {
+                Ok(reopened) => {
+                    if let Entries::Listed { fd, .. } = &mut parent.entries {
+                        *fd = Some(reopened);
+                    }
+                }
+                Err(e) => {
+                    self.fail(path.parent().unwrap_or(path), "come back to it", &e);
+                    // Its other entries, and those of its parents, cannot be reached safely.
+                    stack.clear();
+                }
+            }
+        }
+        if done.after.owner {
+            let owner = self.plan.owner;
+            if let Err(e) = sys::chown_fd(done.fd(), owner.uid, owner.gid) {
+                self.fail(path, "change owner", &e);
+            }
+        }
+        if let Some(mode) = done.after.mode {
+            if let Err(e) = sys::chmod_fd(done.fd(), mode) {
+                self.fail(path, "change mode", &e);
+            }
+        }
+        if !stack.is_empty() {
+            path.pop();
+        }
     }
 
     fn finish(self, paths: &[PathBuf]) -> Result<(), Error> {
@@ -485,6 +636,19 @@ impl Walk<'_> {
             )),
         }
     }
+}
+
+/// The parent of the open directory `child` through `..`, if it is still the directory `id`
+/// (a directory moved during the walk has another parent now).
+fn reopen_parent(child: RawFd, id: (u64, u64)) -> io::Result<OwnedFd> {
+    let parent = sys::open_dir_at(child, c"..")?;
+    let stat = sys::fstat(parent.as_raw_fd())?;
+    if (stat.st_dev, stat.st_ino) != id {
+        return Err(io::Error::other(
+            "moved during the walk; its other entries left alone",
+        ));
+    }
+    Ok(parent)
 }
 
 /// The same kind of error (so the same exit code) with a summary message, prefixed.

@@ -209,7 +209,7 @@ fn resolve(name: &str, file: &str) -> Result<Option<u32>, String> {
         return Ok(None);
     }
     if let Ok(id) = name.parse::<u32>() {
-        return Ok(Some(id));
+        return usable(id);
     }
     let text = fs::read_to_string(file).map_err(|_| {
         format!("'{name}' is not a number and {file} cannot be read: scratch images have none, use numeric IDs")
@@ -222,8 +222,17 @@ fn resolve(name: &str, file: &str) -> Result<Option<u32>, String> {
             (entry == name).then_some(id)
         })
         .next()
-        .map(Some)
         .ok_or_else(|| format!("'{name}' is not in {file}"))
+        .and_then(usable)
+}
+
+/// 4294967295 is -1 to chown(2), "leave unchanged": as an owner it would change nothing while
+/// the walk reported changes.
+fn usable(id: u32) -> Result<Option<u32>, String> {
+    if id == u32::MAX {
+        return Err(format!("invalid ID {id}: it means \"unchanged\" to chown"));
+    }
+    Ok(Some(id))
 }
 
 #[cfg(test)]
@@ -279,6 +288,10 @@ mod tests {
         );
         assert_eq!(parse_owner(":7").unwrap().gid, Some(7));
         assert!(parse_owner(":").is_err());
+        // Issue 9 #20: -1 is chown's "unchanged".
+        assert!(parse_owner("4294967295").is_err());
+        assert!(parse_owner("1:4294967295").is_err());
+        assert!(parse_group("4294967295").is_err());
         assert_eq!(parse_group("5"), Ok(5));
     }
 }
