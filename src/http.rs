@@ -11,8 +11,8 @@
 //!   "httpoxy", where a CGI request header `Proxy:` becomes `HTTP_PROXY`), `ALL_PROXY`/`all_proxy`
 //!   and `NO_PROXY`/`no_proxy`. ureq reads these itself by default; here it is told not to.
 //! - Redirects are followed here, not by ureq: at most [`MAX_REDIRECTS`], never from https to
-//!   http, and credentials (URL userinfo, `Authorization`, cookies, API-key headers) are dropped
-//!   once a redirect leaves the original scheme, host and port (RFC 9110 section 15.4).
+//!   http, and credentials (URL userinfo, authentication and every header the user supplied) are
+//!   dropped once a redirect leaves the original scheme, host and port (RFC 9110 section 15.4).
 //! - Errors become the exit-code enum: DNS 68, refused/unreachable 69, TLS 78 with the reason,
 //!   timeout 124, HTTP status 76 (the caller decides which statuses fail).
 //! - Secrets are never printed: URLs display without their password and with secret-looking
@@ -372,22 +372,36 @@ pub fn redact_url_text(text: &str) -> String {
     format!("{scheme}{authority}{}", redact_query(tail))
 }
 
-/// A request header. Values of credential headers print as `***` (see [`Header::is_credential`]).
+/// A request header. Headers the user supplied and authentication headers are credentials: their
+/// values print as `***` and they are never sent to another origin; the protocol headers initbox
+/// adds itself (`Git-Protocol`, `Content-Type`) are not.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Header {
     pub name: String,
     pub value: String,
+    credential: bool,
 }
 
 impl Header {
+    /// A protocol header of initbox's own.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Header {
         Header {
             name: name.into(),
             value: value.into(),
+            credential: false,
         }
     }
 
-    /// Parses `Name: value`, as curl's `-H`.
+    /// A header the user supplied or an authentication header. Whatever its name (`X-Vault-Pass`,
+    /// `X-JFrog-Art-Api`), it may carry a secret, so it is treated as one.
+    pub fn credential(name: impl Into<String>, value: impl Into<String>) -> Header {
+        Header {
+            credential: true,
+            ..Header::new(name, value)
+        }
+    }
+
+    /// Parses `Name: value`, as curl's `-H`; the result is a credential.
     pub fn parse(text: &str) -> Result<Header, String> {
         let (name, value) = text.split_once(':').ok_or_else(|| {
             format!(
@@ -395,7 +409,7 @@ impl Header {
                 redact_header_text(text)
             )
         })?;
-        let header = Header::new(name.trim(), value.trim());
+        let header = Header::credential(name.trim(), value.trim());
         header.validate()?;
         Ok(header)
     }
@@ -415,16 +429,10 @@ impl Header {
         Ok(())
     }
 
-    /// Whether the header carries a credential: never printed, and dropped when a redirect leaves
-    /// the original host.
+    /// Whether the header may carry a credential: never printed, and dropped when a redirect
+    /// leaves the original origin.
     pub fn is_credential(&self) -> bool {
-        let name = self.name.to_ascii_lowercase();
-        matches!(
-            name.as_str(),
-            "authorization" | "proxy-authorization" | "cookie"
-        ) || ["token", "secret", "key", "auth", "password", "session"]
-            .iter()
-            .any(|word| name.contains(word))
+        self.credential
     }
 
     /// `Name: value` for messages, the value masked when it is a credential.
@@ -465,7 +473,7 @@ pub fn read_secret_file(path: &std::path::Path, option: &str) -> Result<String, 
 /// `Authorization: Bearer` with the token of `--bearer-file PATH`.
 pub fn bearer_from_file(path: &std::path::Path) -> Result<Header, Error> {
     let token = read_secret_file(path, "--bearer-file")?;
-    let header = Header::new("Authorization", format!("Bearer {}", token.trim()));
+    let header = Header::credential("Authorization", format!("Bearer {}", token.trim()));
     header.validate().map_err(|_| {
         Error::Data(format!(
             "--bearer-file {}: the token has a line break inside",
@@ -477,7 +485,7 @@ pub fn bearer_from_file(path: &std::path::Path) -> Result<Header, Error> {
 
 /// `Authorization: Basic ...` for a user and password (RFC 7617).
 pub fn basic_auth(user: &str, password: &str) -> Header {
-    Header::new(
+    Header::credential(
         "Authorization",
         format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
     )
@@ -1184,7 +1192,10 @@ mod tests {
         assert_eq!(header.redacted(), "Authorization: ***");
         assert_eq!(format!("{header:?}"), "Authorization: ***");
         assert!(Header::parse("X-Api-Key: k").unwrap().is_credential());
-        let plain = Header::parse("Accept: text/plain").unwrap();
+        // Issue 9 #4: whatever its name, a header the user gave is a credential.
+        assert!(Header::parse("X-Vault-Pass: p").unwrap().is_credential());
+        assert!(basic_auth("u", "p").is_credential());
+        let plain = Header::new("Accept", "text/plain");
         assert!(!plain.is_credential());
         assert_eq!(plain.redacted(), "Accept: text/plain");
         assert!(Header::parse("no colon secret")

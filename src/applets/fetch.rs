@@ -210,7 +210,7 @@ fn env_value(option: &str, var: &str) -> Result<String, Error> {
 fn header_from_env(spec: &str) -> Result<Header, Error> {
     let (name, var) = split_header_spec(spec)?;
     let value = env_value(&format!("--header-from-env {name}"), var)?;
-    let header = Header::new(name.trim(), value.trim());
+    let header = Header::credential(name.trim(), value.trim());
     header
         .validate()
         .map_err(|e| Error::Data(format!("--header-from-env: {e}")))?;

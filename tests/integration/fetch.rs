@@ -28,6 +28,8 @@ pub struct Nginx {
     child: Child,
     dir: TempDir,
     port: u16,
+    /// A second plain port of the same server: another origin on the same host.
+    alt_port: u16,
     tls_port: u16,
     pki: Pki,
 }
@@ -45,7 +47,7 @@ impl Nginx {
             .collect();
         fs::write(www.join("text.txt"), text).unwrap();
         let pki = make_pki(dir.path());
-        let (port, tls_port) = (free_port(), free_port());
+        let (port, alt_port, tls_port) = (free_port(), free_port(), free_port());
         let d = dir.path().display();
         let config = format!(
             r#"daemon off;
@@ -67,13 +69,15 @@ http {{
     gzip_min_length 1;
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{alt_port};
         root {d}/www;
         location = /redirect1 {{ return 302 /redirect2; }}
         location = /redirect2 {{ return 301 /hello.txt; }}
         location = /redirect-loop {{ return 302 /redirect-loop; }}
         location = /to-auth {{ return 302 /auth; }}
         location = /to-other-host {{ return 302 http://localhost:{port}/auth; }}
-        location = /auth {{ default_type text/plain; return 200 "authorization=[$http_authorization] key=[$http_x_api_key]\n"; }}
+        location = /to-other-port {{ return 302 http://127.0.0.1:{alt_port}/auth; }}
+        location = /auth {{ default_type text/plain; return 200 "authorization=[$http_authorization] key=[$http_x_api_key] pass=[$http_x_vault_pass]\n"; }}
         location = /status500 {{ return 500; }}
         location /slow/ {{ limit_rate 256k; }}
     }}
@@ -105,10 +109,11 @@ http {{
             child,
             dir,
             port,
+            alt_port,
             tls_port,
             pki,
         };
-        for p in [port, tls_port] {
+        for p in [port, alt_port, tls_port] {
             wait_until("nginx to listen", Duration::from_secs(10), || {
                 if let Ok(Some(status)) = server.child.try_wait() {
                     let log = fs::read_to_string(server.dir.join("error.log")).unwrap_or_default();
@@ -295,34 +300,37 @@ fn redirect_chain_is_followed_and_loops_stop() {
         .stderr_has("more than 10 redirects");
 }
 
+/// Issue 9 #4: every header the user gave (`--header`, `--header-from-env`), not only those on a
+/// keyword list, is a credential and stays behind when a redirect leaves the origin; another port
+/// on the same host is another origin.
 #[test]
 fn credentials_are_dropped_when_a_redirect_leaves_the_host() {
     let nginx = Nginx::start();
     let with_user = |path: &str| format!("http://user:pw@127.0.0.1:{}{path}", nginx.port);
-    // Same host: userinfo becomes basic auth, the API key header is kept.
-    initbox([
-        "fetch",
-        &with_user("/to-auth"),
-        "-o",
-        "-",
-        "--header",
-        "X-Api-Key: k1",
-    ])
-    .run()
-    .success()
-    .stdout_has("authorization=[Basic dXNlcjpwdw==] key=[k1]");
-    // 127.0.0.1 -> localhost: another host, so neither is sent there.
-    initbox([
-        "fetch",
-        &with_user("/to-other-host"),
-        "-o",
-        "-",
-        "--header",
-        "X-Api-Key: k1",
-    ])
-    .run()
-    .success()
-    .stdout_has("authorization=[] key=[]");
+    let fetch = |path: &str| {
+        initbox([
+            "fetch",
+            &with_user(path),
+            "-o",
+            "-",
+            "--header",
+            "X-Api-Key: k1",
+            "--header-from-env",
+            "X-Vault-Pass=FETCH_TEST_PASS",
+        ])
+        .env("FETCH_TEST_PASS", "VAULTSECRET")
+        .run()
+    };
+    // Same host: userinfo becomes basic auth, the user's headers are kept.
+    fetch("/to-auth")
+        .success()
+        .stdout_has("authorization=[Basic dXNlcjpwdw==] key=[k1] pass=[VAULTSECRET]");
+    // 127.0.0.1 -> localhost, and another port: other origins, so nothing is sent there.
+    for path in ["/to-other-host", "/to-other-port"] {
+        fetch(path)
+            .success()
+            .stdout_has("authorization=[] key=[] pass=[]");
+    }
 }
 
 #[test]
