@@ -28,8 +28,6 @@ pub struct Nginx {
     child: Child,
     dir: TempDir,
     port: u16,
-    /// A second plain port of the same server: another origin on the same host.
-    alt_port: u16,
     tls_port: u16,
     pki: Pki,
 }
@@ -47,6 +45,7 @@ impl Nginx {
             .collect();
         fs::write(www.join("text.txt"), text).unwrap();
         let pki = make_pki(dir.path());
+        // `alt_port` is a second plain port of the same server: another origin on the same host.
         let (port, alt_port, tls_port) = (free_port(), free_port(), free_port());
         let d = dir.path().display();
         let config = format!(
@@ -109,7 +108,6 @@ http {{
             child,
             dir,
             port,
-            alt_port,
             tls_port,
             pki,
         };
