@@ -129,6 +129,13 @@ impl Url {
             None | Some("") => default_port,
             Some(port) => match port.parse::<u16>() {
                 Ok(port) if port != 0 => port,
+                // `user:pa/ss@host`: the authority ends at the `/`, so the password reads as a port.
+                _ if text.contains('@') => {
+                    return Err(invalid(
+                        "a user name or password holding '/', '?' or '#' must be \
+                         percent-encoded (%2F, %3F, %23)",
+                    ))
+                }
                 _ => return Err(invalid("port must be 1-65535")),
             },
         };
@@ -244,14 +251,15 @@ impl Url {
     }
 }
 
-/// Displays without the password and with secret-looking query values masked.
+/// Displays without the password and with secret-looking query values masked. A user name
+/// without a password is masked too: it is then often a token (`https://TOKEN@github.com/`).
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.scheme())?;
         if let Some(user) = &self.user {
             match self.password {
                 Some(_) => write!(f, "{user}:{MASK}@")?,
-                None => write!(f, "{user}@")?,
+                None => write!(f, "{MASK}@")?,
             }
         }
         write!(f, "{}{}", self.authority, redact_query(&self.path))
@@ -353,22 +361,31 @@ fn looks_secret(name: &str) -> bool {
     SECRET_QUERY_WORDS.iter().any(|word| name.contains(word))
 }
 
-/// A URL as the user typed it, with any userinfo password masked; for messages about text that
-/// did not parse as a [`Url`].
+/// A URL as the user typed it, with any userinfo masked; for messages about text that did not
+/// parse as a [`Url`], and for proxy URLs. The userinfo is taken to end at the last `@`, since a
+/// password may hold an unencoded `/`, `?` or `#`; the user name is shown only when a password
+/// follows it and it holds none of those.
 pub fn redact_url_text(text: &str) -> String {
     let (scheme, rest) = match text.find("://") {
         Some(at) => text.split_at(at + 3),
         None => ("", text),
     };
+    if let Some((userinfo, after)) = rest.rsplit_once('@') {
+        let shown_user = userinfo
+            .split_once(':')
+            .map(|(user, _)| user)
+            .filter(|user| !user.contains(['/', '?', '#']));
+        let tail = match after.find(['?', '#']) {
+            Some(at) => format!("{}{}", &after[..at], redact_query(&after[at..])),
+            None => after.to_string(),
+        };
+        return match shown_user {
+            Some(user) => format!("{scheme}{user}:{MASK}@{tail}"),
+            None => format!("{scheme}{MASK}@{tail}"),
+        };
+    }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:{MASK}@{host}"),
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
-    };
     format!("{scheme}{authority}{}", redact_query(tail))
 }
 
@@ -416,8 +433,16 @@ impl Header {
 
     pub fn validate(&self) -> Result<(), String> {
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if self.name.is_empty() || !self.name.bytes().all(token) {
-            return Err(format!("invalid header name '{}'", self.name));
+        // The name is not quoted: a malformed header (`Authorization Bearer TOKEN: x`) puts the
+        // secret in it.
+        if self.name.is_empty() {
+            return Err("invalid header: the name is empty".to_string());
+        }
+        if let Some(at) = self.name.bytes().position(|b| !token(b)) {
+            return Err(format!(
+                "invalid header name: character {} is not allowed in a name (use 'Name: value')",
+                at + 1
+            ));
         }
         if self
             .value
@@ -563,6 +588,14 @@ impl Proxies {
                         "{name}={shown}: only http:// proxies are supported"
                     )));
                 }
+                // Our own parser first: it refuses the forms ureq would read differently, such as
+                // a password with a `/`, whose tail ureq takes for the proxy's host name.
+                let full = if lower.contains("://") {
+                    value.clone()
+                } else {
+                    format!("http://{value}")
+                };
+                Url::parse(&full).map_err(|why| Error::usage(format!("{name}: {why}")))?;
                 let proxy = Proxy::new(&value)
                     .map_err(|_| Error::usage(format!("{name}={shown}: not a valid proxy URL")))?;
                 Ok(Some((shown, proxy)))
@@ -1228,6 +1261,29 @@ mod tests {
         assert!(!no_proxy_matches(&list, "notinternal.example"));
         assert!(!no_proxy_matches(&list, "example.com"));
         assert!(no_proxy_matches(&["*".to_string()], "anything"));
+    }
+
+    /// Issue 9 #5: passwords with `/`, `?`, `#`, tokens as user names, malformed headers.
+    #[test]
+    fn secrets_in_odd_places_are_masked() {
+        for text in [
+            "http://alice:SECRET/TOKEN@h/",
+            "http://alice:SECRET?TOKEN@h/",
+            "http://alice:SECRET#TOKEN@h/",
+        ] {
+            let err = Url::parse(text).unwrap_err();
+            assert!(!err.contains("SECRET") && !err.contains("TOKEN"), "{err}");
+            assert!(err.contains("percent-encoded"), "{err}");
+            assert_eq!(redact_url_text(text), "http://alice:***@h/");
+        }
+        let token_as_user = Url::parse("https://TOKEN@github.com/o/r.git").unwrap();
+        assert_eq!(token_as_user.to_string(), "https://***@github.com/o/r.git");
+        assert_eq!(
+            redact_url_text("http://TOKEN@proxy:3128"),
+            "http://***@proxy:3128"
+        );
+        let err = Header::parse("Authorization Bearer TOKEN: x").unwrap_err();
+        assert!(!err.contains("TOKEN"), "{err}");
     }
 
     #[test]

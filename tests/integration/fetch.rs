@@ -582,6 +582,54 @@ fn secrets_never_reach_the_logs() {
         .stderr_lacks("URLSECRET");
 }
 
+/// Issue 9 #5: a password holding `/`, `?` or `#`, a token as the user name (GitHub style), a
+/// malformed header and a proxy's credentials are never printed, in the log nor the reason.
+#[test]
+fn secrets_in_odd_places_never_reach_the_logs() {
+    let nginx = Nginx::start();
+    let port = nginx.port;
+    let cases = [
+        format!("http://alice:SECRET/TOKEN@127.0.0.1:{port}/hello.txt"),
+        format!("http://alice:SECRET?TOKEN@127.0.0.1:{port}/hello.txt"),
+        format!("http://alice:SECRET#TOKEN@127.0.0.1:{port}/hello.txt"),
+        format!("http://TOKEN@127.0.0.1:{port}/missing"),
+        format!("http://TOKEN@127.0.0.1:{port}/redirect1"),
+    ];
+    for url in &cases {
+        let outcome = initbox(["fetch", url.as_str(), "-o", "-"]).run();
+        outcome.stderr_lacks("SECRET").stderr_lacks("TOKEN");
+    }
+    initbox([
+        "fetch",
+        &nginx.url("/hello.txt"),
+        "-o",
+        "-",
+        "--header",
+        "Authorization Bearer TOKEN: x",
+    ])
+    .run()
+    .code(64)
+    .stderr_lacks("TOKEN");
+    for (proxy, code) in [
+        ("http://proxyuser:SECRET/TOKEN@127.0.0.1:1", 64),
+        ("http://TOKEN@127.0.0.1:1", 69),
+    ] {
+        initbox([
+            "fetch",
+            &nginx.url("/hello.txt"),
+            "-o",
+            "-",
+            "--retries",
+            "0",
+        ])
+        .env("http_proxy", proxy)
+        .run()
+        .code(code)
+        .stderr_lacks("SECRET")
+        .stderr_lacks("TOKEN");
+    }
+}
+
 #[test]
 fn a_1gib_download_streams_in_constant_memory() {
     let nginx = Nginx::start();
