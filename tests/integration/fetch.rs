@@ -630,6 +630,75 @@ fn secrets_in_odd_places_never_reach_the_logs() {
     }
 }
 
+/// Issue 9 #6: a destination that exists and is not a regular file (a FIFO, a socket, a symlink
+/// to a device node) is refused with 74, and left as it was; before, it was replaced by a file,
+/// so `-o /dev/null` as root replaced the real /dev/null.
+#[test]
+fn a_destination_that_is_not_a_regular_file_is_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    if !crate::util::have_root("a_destination_that_is_not_a_regular_file_is_refused") {
+        return;
+    }
+    let nginx = Nginx::start();
+    let url = nginx.url("/hello.txt");
+    let dir = TempDir::new("fetch-special");
+    let fifo = dir.join("fifo");
+    assert!(Command::new(require_tool("mkfifo"))
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let socket = dir.join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // A null device of the test's own, never the real /dev/null.
+    let device = dir.join("null");
+    let c_device = std::ffi::CString::new(device.to_str().unwrap()).unwrap();
+    // SAFETY: c_device is a valid NUL-terminated path inside the test's temporary directory.
+    let made = unsafe {
+        libc::mknod(
+            c_device.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(1, 3),
+        )
+    };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    let link = dir.join("link-to-null");
+    std::os::unix::fs::symlink(&device, &link).unwrap();
+    for (path, kind) in [
+        (&fifo, "FIFO"),
+        (&socket, "socket"),
+        (&link, "character device"),
+    ] {
+        initbox(["fetch", &url, "-o", path.to_str().unwrap()])
+            .run()
+            .code(74)
+            .stderr_has(kind)
+            .stderr_has("not a regular file");
+    }
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(&socket)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(fs::metadata(&link).unwrap().file_type().is_char_device());
+    assert_eq!(dir.names(), ["fifo", "link-to-null", "null", "socket"]);
+    // A symlink to a regular file and a missing path are still fine.
+    let regular = dir.join("regular");
+    fs::write(&regular, "old").unwrap();
+    let to_regular = dir.join("to-regular");
+    std::os::unix::fs::symlink(&regular, &to_regular).unwrap();
+    for path in [&to_regular, &dir.join("new")] {
+        initbox(["fetch", &url, "-o", path.to_str().unwrap()])
+            .run()
+            .success();
+        assert_eq!(fs::read_to_string(path).unwrap(), HELLO);
+    }
+}
+
 #[test]
 fn a_1gib_download_streams_in_constant_memory() {
     let nginx = Nginx::start();
