@@ -699,6 +699,31 @@ fn a_destination_that_is_not_a_regular_file_is_refused() {
     }
 }
 
+/// Issue 9 #8: a newline or escape sequence in a file name (or anything remote) cannot forge or
+/// split a text log line: control characters are escaped, in the log and in the final reason.
+#[test]
+fn control_characters_in_logged_text_are_escaped() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("fetch-newline");
+    let url = nginx.url("/hello.txt");
+    let forged = dir.join("a\ninitbox fetch: FORGED\x1b[31m");
+    let missing = dir.join("no\ndir/x");
+    let outcomes = [
+        initbox(["fetch", &url, "-o", forged.to_str().unwrap()]).run(),
+        initbox(["fetch", &url, "-o", missing.to_str().unwrap()]).run(),
+    ];
+    outcomes[0].success();
+    assert_eq!(fs::read_to_string(&forged).unwrap(), HELLO);
+    outcomes[1].code(66);
+    for outcome in &outcomes {
+        outcome.stderr_has("\\n").stderr_lacks("\x1b");
+        for line in outcome.stderr.lines() {
+            assert!(line.starts_with("initbox fetch: "), "{line:?}");
+            assert!(!line.starts_with("initbox fetch: FORGED"), "{line:?}");
+        }
+    }
+}
+
 #[test]
 fn a_1gib_download_streams_in_constant_memory() {
     let nginx = Nginx::start();
