@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 
 /// A failure, carrying the one-line message the user sees.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Error {
     /// initbox itself failed: a bug (a panic), or the process could not get what every run
     /// needs, such as a thread (exit 1).

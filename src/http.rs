@@ -3,7 +3,7 @@
 //!
 //! - Trust: the embedded Mozilla roots (webpki-root-certs), plus `--ca-file` and `SSL_CERT_FILE`
 //!   when given, or only the `--ca-file` certificates with `ca_file_only`. Verification cannot be
-//!   turned off.
+//!   turned off. A trust file that cannot be read fails https:// requests only.
 //! - Deadlines: names are resolved through [`net::resolve`], so DNS obeys the deadline too; every
 //!   request carries the time left as ureq's global timeout, a connect timeout and a per-read idle
 //!   timeout, so a server that stalls mid-body is cut off.
@@ -750,6 +750,9 @@ impl Method<'_> {
 /// An HTTP client bound to one deadline; built once per applet run.
 pub struct Client {
     agent: Agent,
+    /// Why the trust settings cannot be used (`SSL_CERT_FILE` or `--ca-file` missing or not
+    /// PEM). Only https:// requests fail on it: a plain http:// one checks no certificate.
+    tls_unusable: Option<Error>,
     proxies: Proxies,
     settings: Settings,
     deadline: Deadline,
@@ -757,7 +760,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(settings: &Settings, deadline: &Deadline) -> Result<Client, Error> {
-        let roots = root_certificates(settings)?;
+        let (roots, tls_unusable) = match root_certificates(settings) {
+            Ok(roots) => (roots, None),
+            Err(err) => (Vec::new(), Some(err)),
+        };
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
             .root_certs(RootCerts::Specific(Arc::new(roots)))
@@ -778,6 +784,7 @@ impl Client {
         };
         Ok(Client {
             agent: Agent::with_parts(config, DefaultConnector::default(), resolver),
+            tls_unusable,
             proxies: Proxies::from_env()?,
             settings: settings.clone(),
             deadline: *deadline,
@@ -868,6 +875,9 @@ impl Client {
         headers: &[Header],
     ) -> Result<Response, Error> {
         self.deadline.check(format!("{} {url}", method.name()))?;
+        if let (true, Some(err)) = (url.is_https(), &self.tls_unusable) {
+            return Err(err.clone());
+        }
         let target = url.without_credentials();
         let proxy = self.proxies.for_url(url);
         let fail = |err: ureq::Error| {

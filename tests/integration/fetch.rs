@@ -384,6 +384,25 @@ fn https_verifies_against_ca_file_and_refuses_downgrade() {
     .stderr_has("refusing the redirect from https to http");
 }
 
+/// Issue 9 #24: `SSL_CERT_FILE` naming a missing file failed every download, even over plain
+/// http:// where no certificate is checked; an https:// URL still fails with 66.
+#[test]
+fn a_missing_ssl_cert_file_only_matters_to_https() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("fetch-cert-file");
+    let missing = dir.join("missing.pem");
+    initbox(["fetch", &nginx.url("/hello.txt"), "-o", "-"])
+        .env("SSL_CERT_FILE", &missing)
+        .run()
+        .success()
+        .stdout_has(HELLO);
+    initbox(["fetch", &nginx.tls_url("/hello.txt"), "-o", "-"])
+        .env("SSL_CERT_FILE", &missing)
+        .run()
+        .code(66)
+        .stderr_has("SSL_CERT_FILE");
+}
+
 #[test]
 fn checksum_mismatch_exits_79_and_keeps_the_old_file() {
     let nginx = Nginx::start();
