@@ -362,31 +362,43 @@ fn looks_secret(name: &str) -> bool {
 }
 
 /// A URL as the user typed it, with any userinfo masked; for messages about text that did not
-/// parse as a [`Url`], and for proxy URLs. The userinfo is taken to end at the last `@`, since a
-/// password may hold an unencoded `/`, `?` or `#`; the user name is shown only when a password
-/// follows it and it holds none of those.
+/// parse as a [`Url`], and for proxy URLs. When what follows a `:` in the authority is no port,
+/// the password may hold an unencoded `/`, `?` or `#`: the userinfo then ends at the last `@`.
+/// The user name is shown only when a password follows it and it holds none of those.
 pub fn redact_url_text(text: &str) -> String {
     let (scheme, rest) = match text.find("://") {
         Some(at) => text.split_at(at + 3),
         None => ("", text),
     };
-    if let Some((userinfo, after)) = rest.rsplit_once('@') {
-        let shown_user = userinfo
-            .split_once(':')
-            .map(|(user, _)| user)
-            .filter(|user| !user.contains(['/', '?', '#']));
-        let tail = match after.find(['?', '#']) {
-            Some(at) => format!("{}{}", &after[..at], redact_query(&after[at..])),
-            None => after.to_string(),
-        };
-        return match shown_user {
-            Some(user) => format!("{scheme}{user}:{MASK}@{tail}"),
-            None => format!("{scheme}{MASK}@{tail}"),
-        };
-    }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    format!("{scheme}{authority}{}", redact_query(tail))
+    let authority = &rest[..authority_end];
+    let cut_short = authority
+        .split_once(':')
+        .is_some_and(|(_, port)| !port.bytes().all(|b| b.is_ascii_digit()));
+    let userinfo_end = match authority.rfind('@') {
+        Some(at) => Some(at),
+        None if cut_short => rest.rfind('@'),
+        None => None,
+    };
+    let Some(at) = userinfo_end else {
+        return format!(
+            "{scheme}{authority}{}",
+            redact_query(&rest[authority_end..])
+        );
+    };
+    let (userinfo, after) = (&rest[..at], &rest[at + 1..]);
+    let shown_user = userinfo
+        .split_once(':')
+        .map(|(user, _)| user)
+        .filter(|user| !user.contains(['/', '?', '#']));
+    let tail = match after.find(['?', '#']) {
+        Some(query) => format!("{}{}", &after[..query], redact_query(&after[query..])),
+        None => after.to_string(),
+    };
+    match shown_user {
+        Some(user) => format!("{scheme}{user}:{MASK}@{tail}"),
+        None => format!("{scheme}{MASK}@{tail}"),
+    }
 }
 
 /// A request header. Headers the user supplied and authentication headers are credentials: their
@@ -1303,5 +1315,10 @@ mod tests {
             "http://u:***@h/p?sig=***"
         );
         assert_eq!(redact_url_text("h:3128"), "h:3128");
+        // An `@` in the path or query is no userinfo.
+        assert_eq!(
+            redact_url_text("http://h:81/@scope/p?mail=a@b"),
+            "http://h:81/@scope/p?mail=a@b"
+        );
     }
 }
