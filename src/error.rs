@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 
 /// A failure, carrying the one-line message the user sees.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Error {
     /// initbox itself failed: a bug (a panic), or the process could not get what every run
     /// needs, such as a thread (exit 1).
@@ -115,11 +115,23 @@ impl fmt::Display for Error {
 }
 
 pub fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGINT => "SIGINT".into(),
-        other => format!("signal {other}"),
-    }
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGIO => "SIGIO",
+        libc::SIGPWR => "SIGPWR",
+        other => return format!("signal {other}"),
+    };
+    name.into()
 }
 
 /// The exit-code table as `--help` prints it; kept beside `exit_code` so the two agree.

@@ -3,7 +3,7 @@
 //!
 //! - Trust: the embedded Mozilla roots (webpki-root-certs), plus `--ca-file` and `SSL_CERT_FILE`
 //!   when given, or only the `--ca-file` certificates with `ca_file_only`. Verification cannot be
-//!   turned off.
+//!   turned off. A trust file that cannot be read fails https:// requests only.
 //! - Deadlines: names are resolved through [`net::resolve`], so DNS obeys the deadline too; every
 //!   request carries the time left as ureq's global timeout, a connect timeout and a per-read idle
 //!   timeout, so a server that stalls mid-body is cut off.
@@ -11,8 +11,8 @@
 //!   "httpoxy", where a CGI request header `Proxy:` becomes `HTTP_PROXY`), `ALL_PROXY`/`all_proxy`
 //!   and `NO_PROXY`/`no_proxy`. ureq reads these itself by default; here it is told not to.
 //! - Redirects are followed here, not by ureq: at most [`MAX_REDIRECTS`], never from https to
-//!   http, and credentials (URL userinfo, `Authorization`, cookies, API-key headers) are dropped
-//!   once a redirect leaves the original scheme, host and port (RFC 9110 section 15.4).
+//!   http, and credentials (URL userinfo, authentication and every header the user supplied) are
+//!   dropped once a redirect leaves the original scheme, host and port (RFC 9110 section 15.4).
 //! - Errors become the exit-code enum: DNS 68, refused/unreachable 69, TLS 78 with the reason,
 //!   timeout 124, HTTP status 76 (the caller decides which statuses fail).
 //! - Secrets are never printed: URLs display without their password and with secret-looking
@@ -129,6 +129,13 @@ impl Url {
             None | Some("") => default_port,
             Some(port) => match port.parse::<u16>() {
                 Ok(port) if port != 0 => port,
+                // `user:pa/ss@host`: the authority ends at the `/`, so the password reads as a port.
+                _ if text.contains('@') => {
+                    return Err(invalid(
+                        "a user name or password holding '/', '?' or '#' must be \
+                         percent-encoded (%2F, %3F, %23)",
+                    ))
+                }
                 _ => return Err(invalid("port must be 1-65535")),
             },
         };
@@ -244,14 +251,15 @@ impl Url {
     }
 }
 
-/// Displays without the password and with secret-looking query values masked.
+/// Displays without the password and with secret-looking query values masked. A user name
+/// without a password is masked too: it is then often a token (`https://TOKEN@github.com/`).
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.scheme())?;
         if let Some(user) = &self.user {
             match self.password {
                 Some(_) => write!(f, "{user}:{MASK}@")?,
-                None => write!(f, "{user}@")?,
+                None => write!(f, "{MASK}@")?,
             }
         }
         write!(f, "{}{}", self.authority, redact_query(&self.path))
@@ -353,41 +361,76 @@ fn looks_secret(name: &str) -> bool {
     SECRET_QUERY_WORDS.iter().any(|word| name.contains(word))
 }
 
-/// A URL as the user typed it, with any userinfo password masked; for messages about text that
-/// did not parse as a [`Url`].
+/// A URL as the user typed it, with any userinfo masked; for messages about text that did not
+/// parse as a [`Url`], and for proxy URLs. When what follows a `:` in the authority is no port,
+/// the password may hold an unencoded `/`, `?` or `#`: the userinfo then ends at the last `@`.
+/// The user name is shown only when a password follows it and it holds none of those.
 pub fn redact_url_text(text: &str) -> String {
     let (scheme, rest) = match text.find("://") {
         Some(at) => text.split_at(at + 3),
         None => ("", text),
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:{MASK}@{host}"),
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
+    let authority = &rest[..authority_end];
+    let cut_short = authority
+        .split_once(':')
+        .is_some_and(|(_, port)| !port.bytes().all(|b| b.is_ascii_digit()));
+    let userinfo_end = match authority.rfind('@') {
+        Some(at) => Some(at),
+        None if cut_short => rest.rfind('@'),
+        None => None,
     };
-    format!("{scheme}{authority}{}", redact_query(tail))
+    let Some(at) = userinfo_end else {
+        return format!(
+            "{scheme}{authority}{}",
+            redact_query(&rest[authority_end..])
+        );
+    };
+    let (userinfo, after) = (&rest[..at], &rest[at + 1..]);
+    let shown_user = userinfo
+        .split_once(':')
+        .map(|(user, _)| user)
+        .filter(|user| !user.contains(['/', '?', '#']));
+    let tail = match after.find(['?', '#']) {
+        Some(query) => format!("{}{}", &after[..query], redact_query(&after[query..])),
+        None => after.to_string(),
+    };
+    match shown_user {
+        Some(user) => format!("{scheme}{user}:{MASK}@{tail}"),
+        None => format!("{scheme}{MASK}@{tail}"),
+    }
 }
 
-/// A request header. Values of credential headers print as `***` (see [`Header::is_credential`]).
+/// A request header. Headers the user supplied and authentication headers are credentials: their
+/// values print as `***` and they are never sent to another origin; the protocol headers initbox
+/// adds itself (`Git-Protocol`, `Content-Type`) are not.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Header {
     pub name: String,
     pub value: String,
+    credential: bool,
 }
 
 impl Header {
+    /// A protocol header of initbox's own.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Header {
         Header {
             name: name.into(),
             value: value.into(),
+            credential: false,
         }
     }
 
-    /// Parses `Name: value`, as curl's `-H`.
+    /// A header the user supplied or an authentication header. Whatever its name (`X-Vault-Pass`,
+    /// `X-JFrog-Art-Api`), it may carry a secret, so it is treated as one.
+    pub fn credential(name: impl Into<String>, value: impl Into<String>) -> Header {
+        Header {
+            credential: true,
+            ..Header::new(name, value)
+        }
+    }
+
+    /// Parses `Name: value`, as curl's `-H`; the result is a credential.
     pub fn parse(text: &str) -> Result<Header, String> {
         let (name, value) = text.split_once(':').ok_or_else(|| {
             format!(
@@ -395,15 +438,23 @@ impl Header {
                 redact_header_text(text)
             )
         })?;
-        let header = Header::new(name.trim(), value.trim());
+        let header = Header::credential(name.trim(), value.trim());
         header.validate()?;
         Ok(header)
     }
 
     pub fn validate(&self) -> Result<(), String> {
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if self.name.is_empty() || !self.name.bytes().all(token) {
-            return Err(format!("invalid header name '{}'", self.name));
+        // The name is not quoted: a malformed header (`Authorization Bearer TOKEN: x`) puts the
+        // secret in it.
+        if self.name.is_empty() {
+            return Err("invalid header: the name is empty".to_string());
+        }
+        if let Some(at) = self.name.bytes().position(|b| !token(b)) {
+            return Err(format!(
+                "invalid header name: character {} is not allowed in a name (use 'Name: value')",
+                at + 1
+            ));
         }
         if self
             .value
@@ -415,16 +466,10 @@ impl Header {
         Ok(())
     }
 
-    /// Whether the header carries a credential: never printed, and dropped when a redirect leaves
-    /// the original host.
+    /// Whether the header may carry a credential: never printed, and dropped when a redirect
+    /// leaves the original origin.
     pub fn is_credential(&self) -> bool {
-        let name = self.name.to_ascii_lowercase();
-        matches!(
-            name.as_str(),
-            "authorization" | "proxy-authorization" | "cookie"
-        ) || ["token", "secret", "key", "auth", "password", "session"]
-            .iter()
-            .any(|word| name.contains(word))
+        self.credential
     }
 
     /// `Name: value` for messages, the value masked when it is a credential.
@@ -465,7 +510,7 @@ pub fn read_secret_file(path: &std::path::Path, option: &str) -> Result<String, 
 /// `Authorization: Bearer` with the token of `--bearer-file PATH`.
 pub fn bearer_from_file(path: &std::path::Path) -> Result<Header, Error> {
     let token = read_secret_file(path, "--bearer-file")?;
-    let header = Header::new("Authorization", format!("Bearer {}", token.trim()));
+    let header = Header::credential("Authorization", format!("Bearer {}", token.trim()));
     header.validate().map_err(|_| {
         Error::Data(format!(
             "--bearer-file {}: the token has a line break inside",
@@ -477,7 +522,7 @@ pub fn bearer_from_file(path: &std::path::Path) -> Result<Header, Error> {
 
 /// `Authorization: Basic ...` for a user and password (RFC 7617).
 pub fn basic_auth(user: &str, password: &str) -> Header {
-    Header::new(
+    Header::credential(
         "Authorization",
         format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
     )
@@ -555,6 +600,14 @@ impl Proxies {
                         "{name}={shown}: only http:// proxies are supported"
                     )));
                 }
+                // Our own parser first: it refuses the forms ureq would read differently, such as
+                // a password with a `/`, whose tail ureq takes for the proxy's host name.
+                let full = if lower.contains("://") {
+                    value.clone()
+                } else {
+                    format!("http://{value}")
+                };
+                Url::parse(&full).map_err(|why| Error::usage(format!("{name}: {why}")))?;
                 let proxy = Proxy::new(&value)
                     .map_err(|_| Error::usage(format!("{name}={shown}: not a valid proxy URL")))?;
                 Ok(Some((shown, proxy)))
@@ -709,6 +762,9 @@ impl Method<'_> {
 /// An HTTP client bound to one deadline; built once per applet run.
 pub struct Client {
     agent: Agent,
+    /// Why the trust settings cannot be used (`SSL_CERT_FILE` or `--ca-file` missing or not
+    /// PEM). Only https:// requests fail on it: a plain http:// one checks no certificate.
+    tls_unusable: Option<Error>,
     proxies: Proxies,
     settings: Settings,
     deadline: Deadline,
@@ -716,7 +772,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(settings: &Settings, deadline: &Deadline) -> Result<Client, Error> {
-        let roots = root_certificates(settings)?;
+        let (roots, tls_unusable) = match root_certificates(settings) {
+            Ok(roots) => (roots, None),
+            Err(err) => (Vec::new(), Some(err)),
+        };
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
             .root_certs(RootCerts::Specific(Arc::new(roots)))
@@ -737,6 +796,7 @@ impl Client {
         };
         Ok(Client {
             agent: Agent::with_parts(config, DefaultConnector::default(), resolver),
+            tls_unusable,
             proxies: Proxies::from_env()?,
             settings: settings.clone(),
             deadline: *deadline,
@@ -827,6 +887,9 @@ impl Client {
         headers: &[Header],
     ) -> Result<Response, Error> {
         self.deadline.check(format!("{} {url}", method.name()))?;
+        if let (true, Some(err)) = (url.is_https(), &self.tls_unusable) {
+            return Err(err.clone());
+        }
         let target = url.without_credentials();
         let proxy = self.proxies.for_url(url);
         let fail = |err: ureq::Error| {
@@ -1184,7 +1247,10 @@ mod tests {
         assert_eq!(header.redacted(), "Authorization: ***");
         assert_eq!(format!("{header:?}"), "Authorization: ***");
         assert!(Header::parse("X-Api-Key: k").unwrap().is_credential());
-        let plain = Header::parse("Accept: text/plain").unwrap();
+        // Issue 9 #4: whatever its name, a header the user gave is a credential.
+        assert!(Header::parse("X-Vault-Pass: p").unwrap().is_credential());
+        assert!(basic_auth("u", "p").is_credential());
+        let plain = Header::new("Accept", "text/plain");
         assert!(!plain.is_credential());
         assert_eq!(plain.redacted(), "Accept: text/plain");
         assert!(Header::parse("no colon secret")
@@ -1219,6 +1285,29 @@ mod tests {
         assert!(no_proxy_matches(&["*".to_string()], "anything"));
     }
 
+    /// Issue 9 #5: passwords with `/`, `?`, `#`, tokens as user names, malformed headers.
+    #[test]
+    fn secrets_in_odd_places_are_masked() {
+        for text in [
+            "http://alice:SECRET/TOKEN@h/",
+            "http://alice:SECRET?TOKEN@h/",
+            "http://alice:SECRET#TOKEN@h/",
+        ] {
+            let err = Url::parse(text).unwrap_err();
+            assert!(!err.contains("SECRET") && !err.contains("TOKEN"), "{err}");
+            assert!(err.contains("percent-encoded"), "{err}");
+            assert_eq!(redact_url_text(text), "http://alice:***@h/");
+        }
+        let token_as_user = Url::parse("https://TOKEN@github.com/o/r.git").unwrap();
+        assert_eq!(token_as_user.to_string(), "https://***@github.com/o/r.git");
+        assert_eq!(
+            redact_url_text("http://TOKEN@proxy:3128"),
+            "http://***@proxy:3128"
+        );
+        let err = Header::parse("Authorization Bearer TOKEN: x").unwrap_err();
+        assert!(!err.contains("TOKEN"), "{err}");
+    }
+
     #[test]
     fn redacting_raw_url_text() {
         assert_eq!(
@@ -1226,5 +1315,10 @@ mod tests {
             "http://u:***@h/p?sig=***"
         );
         assert_eq!(redact_url_text("h:3128"), "h:3128");
+        // An `@` in the path or query is no userinfo.
+        assert_eq!(
+            redact_url_text("http://h:81/@scope/p?mail=a@b"),
+            "http://h:81/@scope/p?mail=a@b"
+        );
     }
 }

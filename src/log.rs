@@ -94,8 +94,31 @@ pub fn log(level: Level, message: &str, fields: &[(&str, Value)]) {
 }
 
 /// The line as `main` prints it for a final error, also written to the termination log.
+/// Control characters are escaped: a file name, a host name or a server's text must not split
+/// the line (forging another) or reach the terminal as an escape sequence.
 pub fn text_line(message: &str) -> String {
-    format!("{}: {message}", prefix())
+    format!("{}: {}", prefix(), escape_controls(message))
+}
+
+/// `\n`, `\t`, `\r` and `\u{..}` for control characters (C0, DEL, C1) and for the Unicode line
+/// separators and bidirectional overrides that can reorder or split what a reader sees.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(escaped) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 fn json_line(applet: &str, level: Level, message: &str, fields: &[(&str, Value)]) -> String {
@@ -154,6 +177,17 @@ mod tests {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(rfc3339(1_795_350_245, 123), "2026-11-22T12:24:05.123Z");
+    }
+
+    /// Issue 9 #8: a newline in logged text could forge a second line.
+    #[test]
+    fn text_lines_escape_control_characters() {
+        assert_eq!(
+            escape_controls("a\ninitbox: FORGED\x1b[31m\u{202e}\u{9b}"),
+            "a\\ninitbox: FORGED\\u{1b}[31m\\u{202e}\\u{9b}"
+        );
+        assert_eq!(escape_controls("plain: é"), "plain: é");
+        assert!(!text_line("x\ry").contains('\r'));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Signals, deadlines and clean-up: the one place that decides when an applet must stop.
 //!
-//! SIGTERM and SIGINT get handlers before anything else runs. That matters most as PID 1 in a
-//! container, where the kernel drops any signal that has no handler, so `docker stop` would wait
-//! for its SIGKILL. The applet's work runs on a worker thread; the main thread waits for the
+//! SIGTERM, SIGINT and every other signal whose default action ends the process get handlers
+//! before anything else runs. That matters most as PID 1 in a container, where the kernel drops
+//! any signal that has no handler, so `docker stop` would wait for its SIGKILL; outside PID 1, an
+//! unhandled SIGHUP or SIGUSR1 would end the process with its temporaries left behind. The applet's work runs on a worker thread; the main thread waits for the
 //! first of: the work finishing, a signal, or the deadline (plus a short grace, so an applet that
 //! checks its own deadline reports its own, more precise, timeout message). On a signal or a missed
 //! deadline the main thread removes every temporary path the applet registered and returns, which
@@ -25,6 +26,26 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 /// How long a stopping applet may take to unwind by itself (its guards clean up) before the
 /// supervisor cleans up for it.
 const STOP_GRACE: Duration = Duration::from_millis(40);
+
+/// The signals whose default action ends the process, so that any of them ends it the same way:
+/// temporaries removed, exit 128+N. Left out: the faults (SEGV, BUS, FPE, ILL, TRAP, SYS, ABRT),
+/// which a handler cannot return from, and PIPE, which std ignores so that a write into a closed
+/// pipe or socket fails with EPIPE and unwinds through the applet's own error path and guards.
+const TERMINATING_SIGNALS: [i32; 13] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGIO,
+    libc::SIGPWR,
+];
 
 /// Set to the signal number once a stop was requested; `STOPPED_BY_DEADLINE` after the deadline.
 static STOP: AtomicI32 = AtomicI32::new(0);
@@ -119,7 +140,7 @@ impl Supervisor {
     pub fn install() -> Result<Supervisor, Error> {
         run_started();
         let (sender, events) = mpsc::channel();
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+        let mut signals = signal_hook::iterator::Signals::new(TERMINATING_SIGNALS)
             .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
         let to_main = sender.clone();
         thread::Builder::new()

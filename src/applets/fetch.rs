@@ -210,7 +210,7 @@ fn env_value(option: &str, var: &str) -> Result<String, Error> {
 fn header_from_env(spec: &str) -> Result<Header, Error> {
     let (name, var) = split_header_spec(spec)?;
     let value = env_value(&format!("--header-from-env {name}"), var)?;
-    let header = Header::new(name.trim(), value.trim());
+    let header = Header::credential(name.trim(), value.trim());
     header
         .validate()
         .map_err(|e| Error::Data(format!("--header-from-env: {e}")))?;
@@ -447,10 +447,13 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
                 .map(std::fs::File::from)
                 .map_err(|e| Failure::fatal(Error::io("stdout", &e)))?,
         ),
-        Destination::File(path) => Sink::File(
-            AtomicFile::create(path).map_err(Failure::fatal)?,
-            path.clone(),
-        ),
+        Destination::File(path) => {
+            refuse_special_file(path).map_err(Failure::fatal)?;
+            Sink::File(
+                AtomicFile::create(path).map_err(Failure::fatal)?,
+                path.clone(),
+            )
+        }
     };
     let label = sink.label();
     let mut body = response.into_body();
@@ -538,6 +541,38 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
         ],
     );
     Ok(())
+}
+
+/// The rename into place would replace whatever PATH names (through a symlink, what it points
+/// to stays, but the link goes): only a regular file or a missing path may be replaced, so
+/// `-o /dev/null`, a FIFO or a socket is refused rather than turned into a file.
+fn refuse_special_file(path: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let file_type = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.file_type(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path.display(), &e)),
+    };
+    let kind = if file_type.is_file() {
+        return Ok(());
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    };
+    Err(Error::Io(format!(
+        "{}: is a {kind}, not a regular file: refusing to replace it (-o names a file to create \
+         or replace, or - for stdout)",
+        path.display()
+    )))
 }
 
 fn too_large(url: &Url, size: u64, limit: u64) -> Error {

@@ -231,7 +231,11 @@ fn probe_until_ready(
                 );
                 return Outcome::Ready;
             }
+            // The deadline cut the lookup short; an earlier attempt's error says more about
+            // the target than "no answer in time" does.
+            Err(ProbeError::Unanswered) if !last_error.is_empty() => {}
             Err(error) => {
+                let error = error.to_string();
                 let changed = error != last_error;
                 if changed || last_report.elapsed() >= REMINDER_EVERY {
                     log::info(
@@ -261,15 +265,34 @@ fn probe_until_ready(
     }
 }
 
+/// Why one attempt failed.
+enum ProbeError {
+    /// The resolver had not answered when the deadline passed.
+    Unanswered,
+    Failed(String),
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::Unanswered => f.write_str(&ResolveError::TimedOut.to_string()),
+            ProbeError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// One attempt: resolve, then connect to each address in turn until one accepts.
 fn probe_once(
     target: &Target,
     deadline: &Deadline,
     connect_timeout: Duration,
-) -> Result<SocketAddr, String> {
+) -> Result<SocketAddr, ProbeError> {
     let addresses = net::resolve(&target.host, target.port, deadline).map_err(|e| match e {
-        ResolveError::NotFound(_) => format!("{}: name not resolved yet", target.host),
-        other => other.to_string(),
+        ResolveError::TimedOut => ProbeError::Unanswered,
+        ResolveError::NotFound(_) => {
+            ProbeError::Failed(format!("{}: name not resolved yet", target.host))
+        }
+        other @ ResolveError::Temporary(_) => ProbeError::Failed(other.to_string()),
     })?;
     let mut failures = Vec::new();
     for address in addresses {
@@ -289,7 +312,7 @@ fn probe_once(
             break;
         }
     }
-    Err(failures.join("; "))
+    Err(ProbeError::Failed(failures.join("; ")))
 }
 
 fn describe_connect(err: &std::io::Error) -> String {

@@ -45,7 +45,8 @@ impl Nginx {
             .collect();
         fs::write(www.join("text.txt"), text).unwrap();
         let pki = make_pki(dir.path());
-        let (port, tls_port) = (free_port(), free_port());
+        // `alt_port` is a second plain port of the same server: another origin on the same host.
+        let (port, alt_port, tls_port) = (free_port(), free_port(), free_port());
         let d = dir.path().display();
         let config = format!(
             r#"daemon off;
@@ -67,13 +68,15 @@ http {{
     gzip_min_length 1;
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{alt_port};
         root {d}/www;
         location = /redirect1 {{ return 302 /redirect2; }}
         location = /redirect2 {{ return 301 /hello.txt; }}
         location = /redirect-loop {{ return 302 /redirect-loop; }}
         location = /to-auth {{ return 302 /auth; }}
         location = /to-other-host {{ return 302 http://localhost:{port}/auth; }}
-        location = /auth {{ default_type text/plain; return 200 "authorization=[$http_authorization] key=[$http_x_api_key]\n"; }}
+        location = /to-other-port {{ return 302 http://127.0.0.1:{alt_port}/auth; }}
+        location = /auth {{ default_type text/plain; return 200 "authorization=[$http_authorization] key=[$http_x_api_key] pass=[$http_x_vault_pass]\n"; }}
         location = /status500 {{ return 500; }}
         location /slow/ {{ limit_rate 256k; }}
     }}
@@ -108,7 +111,7 @@ http {{
             tls_port,
             pki,
         };
-        for p in [port, tls_port] {
+        for p in [port, alt_port, tls_port] {
             wait_until("nginx to listen", Duration::from_secs(10), || {
                 if let Ok(Some(status)) = server.child.try_wait() {
                     let log = fs::read_to_string(server.dir.join("error.log")).unwrap_or_default();
@@ -295,34 +298,37 @@ fn redirect_chain_is_followed_and_loops_stop() {
         .stderr_has("more than 10 redirects");
 }
 
+/// Issue 9 #4: every header the user gave (`--header`, `--header-from-env`), not only those on a
+/// keyword list, is a credential and stays behind when a redirect leaves the origin; another port
+/// on the same host is another origin.
 #[test]
 fn credentials_are_dropped_when_a_redirect_leaves_the_host() {
     let nginx = Nginx::start();
     let with_user = |path: &str| format!("http://user:pw@127.0.0.1:{}{path}", nginx.port);
-    // Same host: userinfo becomes basic auth, the API key header is kept.
-    initbox([
-        "fetch",
-        &with_user("/to-auth"),
-        "-o",
-        "-",
-        "--header",
-        "X-Api-Key: k1",
-    ])
-    .run()
-    .success()
-    .stdout_has("authorization=[Basic dXNlcjpwdw==] key=[k1]");
-    // 127.0.0.1 -> localhost: another host, so neither is sent there.
-    initbox([
-        "fetch",
-        &with_user("/to-other-host"),
-        "-o",
-        "-",
-        "--header",
-        "X-Api-Key: k1",
-    ])
-    .run()
-    .success()
-    .stdout_has("authorization=[] key=[]");
+    let fetch = |path: &str| {
+        initbox([
+            "fetch",
+            &with_user(path),
+            "-o",
+            "-",
+            "--header",
+            "X-Api-Key: k1",
+            "--header-from-env",
+            "X-Vault-Pass=FETCH_TEST_PASS",
+        ])
+        .env("FETCH_TEST_PASS", "VAULTSECRET")
+        .run()
+    };
+    // Same host: userinfo becomes basic auth, the user's headers are kept.
+    fetch("/to-auth")
+        .success()
+        .stdout_has("authorization=[Basic dXNlcjpwdw==] key=[k1] pass=[VAULTSECRET]");
+    // 127.0.0.1 -> localhost, and another port: other origins, so nothing is sent there.
+    for path in ["/to-other-host", "/to-other-port"] {
+        fetch(path)
+            .success()
+            .stdout_has("authorization=[] key=[] pass=[]");
+    }
 }
 
 #[test]
@@ -376,6 +382,25 @@ fn https_verifies_against_ca_file_and_refuses_downgrade() {
     .run()
     .code(76)
     .stderr_has("refusing the redirect from https to http");
+}
+
+/// Issue 9 #24: `SSL_CERT_FILE` naming a missing file failed every download, even over plain
+/// http:// where no certificate is checked; an https:// URL still fails with 66.
+#[test]
+fn a_missing_ssl_cert_file_only_matters_to_https() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("fetch-cert-file");
+    let missing = dir.join("missing.pem");
+    initbox(["fetch", &nginx.url("/hello.txt"), "-o", "-"])
+        .env("SSL_CERT_FILE", &missing)
+        .run()
+        .success()
+        .stdout_has(HELLO);
+    initbox(["fetch", &nginx.tls_url("/hello.txt"), "-o", "-"])
+        .env("SSL_CERT_FILE", &missing)
+        .run()
+        .code(66)
+        .stderr_has("SSL_CERT_FILE");
 }
 
 #[test]
@@ -574,6 +599,148 @@ fn secrets_never_reach_the_logs() {
         .run()
         .code(64)
         .stderr_lacks("URLSECRET");
+}
+
+/// Issue 9 #5: a password holding `/`, `?` or `#`, a token as the user name (GitHub style), a
+/// malformed header and a proxy's credentials are never printed, in the log nor the reason.
+#[test]
+fn secrets_in_odd_places_never_reach_the_logs() {
+    let nginx = Nginx::start();
+    let port = nginx.port;
+    let cases = [
+        format!("http://alice:SECRET/TOKEN@127.0.0.1:{port}/hello.txt"),
+        format!("http://alice:SECRET?TOKEN@127.0.0.1:{port}/hello.txt"),
+        format!("http://alice:SECRET#TOKEN@127.0.0.1:{port}/hello.txt"),
+        format!("http://TOKEN@127.0.0.1:{port}/missing"),
+        format!("http://TOKEN@127.0.0.1:{port}/redirect1"),
+    ];
+    for url in &cases {
+        let outcome = initbox(["fetch", url.as_str(), "-o", "-"]).run();
+        outcome.stderr_lacks("SECRET").stderr_lacks("TOKEN");
+    }
+    initbox([
+        "fetch",
+        &nginx.url("/hello.txt"),
+        "-o",
+        "-",
+        "--header",
+        "Authorization Bearer TOKEN: x",
+    ])
+    .run()
+    .code(64)
+    .stderr_lacks("TOKEN");
+    for (proxy, code) in [
+        ("http://proxyuser:SECRET/TOKEN@127.0.0.1:1", 64),
+        ("http://TOKEN@127.0.0.1:1", 69),
+    ] {
+        initbox([
+            "fetch",
+            &nginx.url("/hello.txt"),
+            "-o",
+            "-",
+            "--retries",
+            "0",
+        ])
+        .env("http_proxy", proxy)
+        .run()
+        .code(code)
+        .stderr_lacks("SECRET")
+        .stderr_lacks("TOKEN");
+    }
+}
+
+/// Issue 9 #6: a destination that exists and is not a regular file (a FIFO, a socket, a symlink
+/// to a device node) is refused with 74, and left as it was; before, it was replaced by a file,
+/// so `-o /dev/null` as root replaced the real /dev/null.
+#[test]
+fn a_destination_that_is_not_a_regular_file_is_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    if !crate::util::have_root("a_destination_that_is_not_a_regular_file_is_refused") {
+        return;
+    }
+    let nginx = Nginx::start();
+    let url = nginx.url("/hello.txt");
+    let dir = TempDir::new("fetch-special");
+    let fifo = dir.join("fifo");
+    assert!(Command::new(require_tool("mkfifo"))
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let socket = dir.join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // A null device of the test's own, never the real /dev/null.
+    let device = dir.join("null");
+    let c_device = std::ffi::CString::new(device.to_str().unwrap()).unwrap();
+    // SAFETY: c_device is a valid NUL-terminated path inside the test's temporary directory.
+    let made = unsafe {
+        libc::mknod(
+            c_device.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(1, 3),
+        )
+    };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    let link = dir.join("link-to-null");
+    std::os::unix::fs::symlink(&device, &link).unwrap();
+    for (path, kind) in [
+        (&fifo, "FIFO"),
+        (&socket, "socket"),
+        (&link, "character device"),
+    ] {
+        initbox(["fetch", &url, "-o", path.to_str().unwrap()])
+            .run()
+            .code(74)
+            .stderr_has(kind)
+            .stderr_has("not a regular file");
+    }
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(&socket)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(fs::metadata(&link).unwrap().file_type().is_char_device());
+    assert_eq!(dir.names(), ["fifo", "link-to-null", "null", "socket"]);
+    // A symlink to a regular file and a missing path are still fine.
+    let regular = dir.join("regular");
+    fs::write(&regular, "old").unwrap();
+    let to_regular = dir.join("to-regular");
+    std::os::unix::fs::symlink(&regular, &to_regular).unwrap();
+    for path in [&to_regular, &dir.join("new")] {
+        initbox(["fetch", &url, "-o", path.to_str().unwrap()])
+            .run()
+            .success();
+        assert_eq!(fs::read_to_string(path).unwrap(), HELLO);
+    }
+}
+
+/// Issue 9 #8: a newline or escape sequence in a file name (or anything remote) cannot forge or
+/// split a text log line: control characters are escaped, in the log and in the final reason.
+#[test]
+fn control_characters_in_logged_text_are_escaped() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("fetch-newline");
+    let url = nginx.url("/hello.txt");
+    let forged = dir.join("a\ninitbox fetch: FORGED\x1b[31m");
+    let missing = dir.join("no\ndir/x");
+    let outcomes = [
+        initbox(["fetch", &url, "-o", forged.to_str().unwrap()]).run(),
+        initbox(["fetch", &url, "-o", missing.to_str().unwrap()]).run(),
+    ];
+    outcomes[0].success();
+    assert_eq!(fs::read_to_string(&forged).unwrap(), HELLO);
+    outcomes[1].code(66);
+    for outcome in &outcomes {
+        outcome.stderr_has("\\n").stderr_lacks("\x1b");
+        for line in outcome.stderr.lines() {
+            assert!(line.starts_with("initbox fetch: "), "{line:?}");
+            assert!(!line.starts_with("initbox fetch: FORGED"), "{line:?}");
+        }
+    }
 }
 
 #[test]

@@ -1,8 +1,12 @@
-//! SIGTERM and SIGINT as PID 1 of a scratch container: obeyed at once, 128+N.
+//! Signals: SIGTERM and SIGINT as PID 1 of a scratch container, every other terminating signal
+//! outside one; obeyed at once, temporaries removed, 128+N.
 
+use std::fs;
+use std::os::fd::FromRawFd;
 use std::time::Duration;
 
-use crate::util::{have_root, scratch_pid1, wait_until, Scratch};
+use crate::fetch::Nginx;
+use crate::util::{have_root, initbox, scratch_pid1, wait_until, Scratch, TempDir};
 
 pub fn stop_waiting_pid1(signal: i32, expected_code: i32) {
     // No network at all: wait-tcp would wait until its (long) deadline.
@@ -80,4 +84,69 @@ fn failure_reason_goes_to_the_termination_log_capped_at_4_kib() {
         .run()
         .code(124);
     assert!(!bare.root.join("dev/termination-log").exists());
+}
+
+/// Issue 9 #25: every signal whose default action ends the process (not only TERM and INT) ends
+/// a download with 128+N and removes its temporary, also when initbox is not PID 1.
+#[test]
+fn every_terminating_signal_cleans_up_and_exits_128_plus_n() {
+    let nginx = Nginx::start();
+    fs::write(nginx.www("slow/big.bin"), vec![7u8; 8 << 20]).unwrap();
+    let dir = TempDir::new("signals-all");
+    let dest = dir.join("config");
+    fs::write(&dest, "old").unwrap();
+    for signal in [
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGPWR,
+    ] {
+        let running = initbox([
+            "fetch",
+            &nginx.url("/slow/big.bin"),
+            "-o",
+            dest.to_str().unwrap(),
+        ])
+        .spawn();
+        wait_until("the temporary file", Duration::from_secs(10), || {
+            dir.names().len() == 2
+        });
+        running.signal(signal, running.pid());
+        let out = running.finish();
+        out.code(128 + signal).within(Duration::from_secs(5));
+        out.stderr_has("stopped by SIG");
+        assert_eq!(dir.names(), ["config"], "signal {signal}");
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "old");
+    }
+}
+
+/// Issue 9 #25, SIGPIPE: writing `-o -` into a pipe nobody reads ends at once with an error,
+/// neither killed silently mid-way nor hanging.
+#[test]
+fn a_closed_stdout_pipe_ends_the_download() {
+    let nginx = Nginx::start();
+    fs::write(nginx.www("big.bin"), vec![7u8; 8 << 20]).unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned here, once each.
+    let (reader, writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(reader);
+    let out = initbox(["fetch", &nginx.url("/big.bin"), "-o", "-"])
+        .stdout_file(writer)
+        .run();
+    out.code(74)
+        .stderr_has("stdout: Broken pipe")
+        .within(Duration::from_secs(5));
 }

@@ -261,3 +261,24 @@ fn search_suffixes_of_a_kubernetes_resolv_conf_are_applied() {
         );
     }
 }
+
+/// Issue 9 #16: a name that resolves to a port that refuses was reported as "name resolution
+/// did not answer in time", because the deadline cut the last lookup short; the real last error
+/// is the refused connection.
+#[test]
+fn a_resolved_name_whose_port_refuses_reports_the_refusal() {
+    if !have_root("a_resolved_name_whose_port_refuses_reports_the_refusal") {
+        return;
+    }
+    let scratch = Scratch::new().file("etc/hosts", "127.0.0.1 localhost db.internal\n");
+    let target = format!("db.internal:{}", free_port());
+    for _ in 0..3 {
+        let out = scratch
+            .initbox(["wait-tcp", &target, "--timeout", "700ms"])
+            .run();
+        out.code(124)
+            .stderr_has(&format!("{target}: not ready: 127.0.0.1:"))
+            .stderr_has("connection refused (attempt")
+            .stderr_lacks("name resolution");
+    }
+}
