@@ -318,3 +318,92 @@ impl Repo {
         );
     }
 }
+
+/// What a hostile server answers: `info/refs`, `ls-refs` and `fetch`, each written to the socket
+/// by a function, so a response can be endless or huge without being held in memory.
+pub type Answer = Arc<dyn Fn(&mut dyn Write) -> std::io::Result<()> + Send + Sync>;
+
+/// A hand-made hostile git server on loopback (issue 9 #9): it speaks just enough HTTP and
+/// pkt-line to reach each parser, then sends what no honest server would.
+pub struct HostileServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostileServer {
+    pub fn start(info_refs: Answer, ls_refs: Answer, fetch: Answer) -> HostileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let answers = [&info_refs, &ls_refs, &fetch].map(Arc::clone);
+                thread::spawn(move || {
+                    let _ = answer(stream, &answers);
+                });
+            }
+        });
+        HostileServer { port, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/repo.git", self.port)
+    }
+}
+
+impl Drop for HostileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn answer(stream: TcpStream, answers: &[Answer; 3]) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let (content_type, which) = if request_line.contains("/info/refs") {
+        ("application/x-git-upload-pack-advertisement", 0)
+    } else if body.windows(15).any(|w| w == b"command=ls-refs") {
+        (CONTENT_TYPE_RESULT, 1)
+    } else {
+        (CONTENT_TYPE_RESULT, 2)
+    };
+    let mut out = std::io::BufWriter::new(stream);
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n"
+    )?;
+    answers[which](&mut out)?;
+    out.flush()
+}
+
+const CONTENT_TYPE_RESULT: &str = "application/x-git-upload-pack-result";
+
+/// One pkt-line.
+pub fn pkt(out: &mut dyn Write, payload: &[u8]) -> std::io::Result<()> {
+    write!(out, "{:04x}", payload.len() + 4)?;
+    out.write_all(payload)
+}

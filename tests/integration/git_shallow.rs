@@ -6,7 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::git_server::{git, git_stdin, Behaviour, GitServer, Repo};
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use crate::git_server::{git, git_stdin, pkt, Answer, Behaviour, GitServer, HostileServer, Repo};
 use crate::util::{have_root, initbox, scratch_pid1, wait_until, Scratch, TempDir};
 
 /// Deterministic bytes that do not compress well.
@@ -1068,4 +1071,393 @@ fn https_with_ca_file_and_untrusted_without() {
     .success()
     .stdout_has(&commits[2]);
     assert_eq!(fs::read_to_string(dest.join("a.txt")).unwrap(), "alpha 3\n");
+}
+
+// Issue 9 #9: a hostile server must not be able to grow git-shallow's memory with what it
+// sends. Each case runs initbox under GNU time (peak RSS of exactly that process) and, so that a
+// regression fails the test rather than the machine, under an address-space limit far above the
+// goal.
+
+/// The peak RSS initbox may reach against any server response.
+const RSS_LIMIT_KIB: u64 = 64 << 10;
+
+fn measured(dir: &TempDir, args: &[&str]) -> (crate::util::Outcome, u64) {
+    let report = dir.join("rss");
+    let mut command = std::process::Command::new("/usr/bin/time");
+    command
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .args(["prlimit", "--as=2147483648", "--"])
+        .arg(crate::util::bin())
+        .arg("git-shallow")
+        .args(args);
+    let outcome = crate::util::Cmd::from(command).run();
+    let text = fs::read_to_string(&report).unwrap();
+    let kib = text.lines().last().unwrap().trim().parse().unwrap();
+    (outcome, kib)
+}
+
+#[track_caller]
+fn assert_bounded(server: &HostileServer, code: i32, needle: &str) {
+    let dir = TempDir::new("git-hostile");
+    let dest = dir.join("dest");
+    let (outcome, kib) = measured(
+        &dir,
+        &[&server.url(), dest.to_str().unwrap(), "--timeout", "60s"],
+    );
+    outcome.code(code).stderr_has(needle);
+    assert!(
+        kib <= RSS_LIMIT_KIB,
+        "peak RSS {kib} KiB is over {RSS_LIMIT_KIB} KiB\n{}",
+        outcome.stderr
+    );
+    assert!(!dest.exists());
+}
+
+fn answer(f: impl Fn(&mut dyn Write) -> io::Result<()> + Send + Sync + 'static) -> Answer {
+    Arc::new(f)
+}
+
+fn nothing() -> Answer {
+    answer(|_| Ok(()))
+}
+
+const SOME_ID: &str = "c2ceb93fb05b4153f7471f31a7bdfb9cbd3e16f7";
+
+/// `info/refs` of a v2 server.
+fn v2_info_refs() -> Answer {
+    answer(|out| {
+        pkt(out, b"# service=git-upload-pack\n")?;
+        out.write_all(b"0000")?;
+        for line in ["version 2\n", "ls-refs\n", "fetch=shallow\n"] {
+            pkt(out, line.as_bytes())?;
+        }
+        out.write_all(b"0000")
+    })
+}
+
+/// `ls-refs` naming `id` as HEAD.
+fn head_is(id: String) -> Answer {
+    answer(move |out| {
+        pkt(out, format!("{id} HEAD\n").as_bytes())?;
+        out.write_all(b"0000")
+    })
+}
+
+/// A v2 fetch response carrying `pack` on side-band channel 1.
+fn fetch_of(pack: impl Fn(&mut dyn Write) -> io::Result<()> + Send + Sync + 'static) -> Answer {
+    answer(move |out| {
+        pkt(out, b"packfile\n")?;
+        let mut sideband = SideBand(out);
+        pack(&mut sideband)?;
+        sideband.0.write_all(b"0000")
+    })
+}
+
+/// Cuts what it is given into side-band packets.
+struct SideBand<'a>(&'a mut dyn Write);
+
+impl Write for SideBand<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(65000);
+        pkt(self.0, &[&[1], &buf[..n]].concat())?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A pack object header: type and inflated size.
+fn object_header(kind: u8, size: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut byte = (kind << 4) | (size & 0x0f) as u8;
+    let mut rest = size >> 4;
+    while rest > 0 {
+        out.push(byte | 0x80);
+        byte = (rest & 0x7f) as u8;
+        rest >>= 7;
+    }
+    out.push(byte);
+    out
+}
+
+fn adler32(data: &[u8], (mut a, mut b): (u32, u32)) -> (u32, u32) {
+    for chunk in data.chunks(4096) {
+        for &byte in chunk {
+            a += u32::from(byte);
+            b += a;
+        }
+        a %= 65521;
+        b %= 65521;
+    }
+    (a, b)
+}
+
+/// A zlib stream of stored (uncompressed) blocks.
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    let mut blocks = data.chunks(65535).peekable();
+    if blocks.peek().is_none() {
+        out.extend([1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        out.push(u8::from(blocks.peek().is_none()));
+        let len = block.len() as u16;
+        out.extend(len.to_le_bytes());
+        out.extend((!len).to_le_bytes());
+        out.extend(block);
+    }
+    let (a, b) = adler32(data, (1, 0));
+    out.extend(((b << 16) | a).to_be_bytes());
+    out
+}
+
+/// Writes a pack of `objects` (header, object bytes) with its trailer.
+fn pack_of(out: &mut dyn Write, objects: &[Vec<u8>]) -> io::Result<()> {
+    let mut pack = b"PACK\0\0\0\x02".to_vec();
+    pack.extend((objects.len() as u32).to_be_bytes());
+    for object in objects {
+        pack.extend(object);
+    }
+    let sum = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &pack);
+    pack.extend(sum.as_ref());
+    out.write_all(&pack)
+}
+
+#[test]
+fn issue_9_endless_v2_capabilities_are_refused_in_bounded_memory() {
+    let server = HostileServer::start(
+        answer(|out| {
+            pkt(out, b"version 2\n")?;
+            let line = vec![b'a'; 65000];
+            loop {
+                pkt(out, &line)?;
+            }
+        }),
+        nothing(),
+        nothing(),
+    );
+    assert_bounded(&server, 76, "capabilities");
+}
+
+#[test]
+fn issue_9_millions_of_refs_cost_no_memory() {
+    // v0: two million refs in the advertisement, none of them HEAD.
+    let v0 = HostileServer::start(
+        answer(|out| {
+            pkt(out, b"# service=git-upload-pack\n")?;
+            out.write_all(b"0000")?;
+            pkt(
+                out,
+                format!("{SOME_ID} refs/heads/b\0shallow side-band-64k\n").as_bytes(),
+            )?;
+            for i in 0..2_000_000 {
+                pkt(out, format!("{SOME_ID} refs/heads/branch-{i}\n").as_bytes())?;
+            }
+            out.write_all(b"0000")
+        }),
+        nothing(),
+        nothing(),
+    );
+    assert_bounded(&v0, 76, "no HEAD");
+    // v2: the same from ls-refs, which was asked for HEAD only.
+    let v2 = HostileServer::start(
+        v2_info_refs(),
+        answer(|out| {
+            for i in 0..2_000_000 {
+                pkt(out, format!("{SOME_ID} refs/heads/branch-{i}\n").as_bytes())?;
+            }
+            out.write_all(b"0000")
+        }),
+        nothing(),
+    );
+    assert_bounded(&v2, 76, "no HEAD");
+}
+
+/// A raw deflate stream of `prefix` then `runs` * 258 + 1 bytes 'x' (fixed Huffman codes,
+/// length 258 at distance 1), wrapped in zlib: a huge object in a small pack.
+fn zlib_bomb(prefix: &[u8], runs: usize) -> Vec<u8> {
+    struct Bits {
+        out: Vec<u8>,
+        acc: u64,
+        n: u32,
+    }
+    impl Bits {
+        fn put(&mut self, value: u64, n: u32) {
+            self.acc |= value << self.n;
+            self.n += n;
+            while self.n >= 8 {
+                self.out.push(self.acc as u8);
+                self.acc >>= 8;
+                self.n -= 8;
+            }
+        }
+        /// Huffman codes go most significant bit first.
+        fn code(&mut self, code: u64, n: u32) {
+            let reversed = (0..n).fold(0, |r, i| r | (((code >> i) & 1) << (n - 1 - i)));
+            self.put(reversed, n);
+        }
+    }
+    let mut bits = Bits {
+        out: vec![0x78, 0x01],
+        acc: 0,
+        n: 0,
+    };
+    bits.put(1, 1); // final block
+    bits.put(1, 2); // fixed Huffman
+    for &byte in prefix.iter().chain(b"x") {
+        bits.code(0x30 + u64::from(byte), 8);
+    }
+    for _ in 0..runs {
+        bits.code(0xc5, 8); // length 258
+        bits.code(0, 5); // distance 1
+    }
+    bits.code(0, 7); // end of block
+    bits.put(0, 7);
+    let mut sums = adler32(prefix, (1, 0));
+    let run = vec![b'x'; 258 * 1024];
+    sums = adler32(b"x", sums);
+    for _ in 0..runs / 1024 {
+        sums = adler32(&run, sums);
+    }
+    sums = adler32(&run[..258 * (runs % 1024)], sums);
+    let mut out = bits.out;
+    out.extend(((sums.1 << 16) | sums.0).to_be_bytes());
+    out
+}
+
+#[test]
+fn issue_9_commit_with_a_huge_message_is_refused_in_bounded_memory() {
+    let prefix = format!("tree {SOME_ID}\n\n");
+    let runs = 512 * 1024; // 128 MiB of message
+    let size = (prefix.len() + 1 + 258 * runs) as u64;
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    hasher.update(format!("commit {size}\0{prefix}").as_bytes());
+    let run = vec![b'x'; 258 * 1024];
+    hasher.update(b"x");
+    for _ in 0..runs / 1024 {
+        hasher.update(&run);
+    }
+    let id: String = hasher
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let object = [object_header(1, size), zlib_bomb(prefix.as_bytes(), runs)].concat();
+    let server = HostileServer::start(
+        v2_info_refs(),
+        head_is(id.clone()),
+        fetch_of(move |out| pack_of(out, std::slice::from_ref(&object))),
+    );
+    assert_bounded(&server, 76, "is larger than the 8 MiB limit");
+}
+
+/// Still open: delta results are built in memory (up to the 1 GiB delta limit); streaming a
+/// large blob's result to the temporary pack file is not done yet.
+#[test]
+#[ignore = "issue 9 #9: large delta results are not yet streamed to disk"]
+fn issue_9_delta_expanding_to_256_mib_streams_to_disk() {
+    // A 64 KiB blob of zeros, then a delta copying it 4096 times: an 8 KiB pack.
+    let base = zlib_stored(&[0; 0x10000]);
+    let copies = 4096u64;
+    let mut delta = vec![0x80, 0x80, 0x04]; // base size 65536
+    let mut result = copies << 16;
+    while result >= 0x80 {
+        delta.push(0x80 | (result & 0x7f) as u8);
+        result >>= 7;
+    }
+    delta.push(result as u8);
+    delta.extend(std::iter::repeat_n(0x80, copies as usize));
+    let base_object = [object_header(3, 0x10000), base].concat();
+    // OFS_DELTA to the object just before it.
+    let mut distance = base_object.len() as u64;
+    let mut encoded = vec![(distance & 0x7f) as u8];
+    distance >>= 7;
+    while distance > 0 {
+        distance -= 1;
+        encoded.push(0x80 | (distance & 0x7f) as u8);
+        distance >>= 7;
+    }
+    encoded.reverse();
+    let delta_object = [
+        object_header(6, delta.len() as u64),
+        encoded,
+        zlib_stored(&delta),
+    ]
+    .concat();
+    let server = HostileServer::start(
+        v2_info_refs(),
+        head_is(SOME_ID.into()),
+        fetch_of(move |out| pack_of(out, &[base_object.clone(), delta_object.clone()])),
+    );
+    // The pack is sound; the wanted commit is not in it.
+    assert_bounded(&server, 79, SOME_ID);
+}
+
+#[test]
+fn issue_9_pack_header_count_is_not_trusted() {
+    // 2^32-1 objects claimed, then empty blobs without end.
+    let endless = HostileServer::start(
+        v2_info_refs(),
+        head_is(SOME_ID.into()),
+        fetch_of(|out| {
+            out.write_all(b"PACK\0\0\0\x02\xff\xff\xff\xff")?;
+            let blob = [vec![0x30], zlib_stored(b"")].concat();
+            let chunk = blob.repeat(4096);
+            loop {
+                out.write_all(&chunk)?;
+            }
+        }),
+    );
+    assert_bounded(&endless, 76, "objects");
+}
+
+/// As many distinct objects as the limit allows: the index must stay within the goal. Still
+/// open: the index (entries and a HashMap of ids) costs ~145 bytes per object, 145 MiB here.
+#[test]
+#[ignore = "issue 9 #9: the pack index is not yet compact enough for MAX_OBJECTS"]
+fn issue_9_index_of_the_largest_allowed_pack_is_bounded() {
+    let full = HostileServer::start(
+        v2_info_refs(),
+        head_is(SOME_ID.into()),
+        fetch_of(|out| {
+            let objects: Vec<Vec<u8>> = (0..1_000_000u32)
+                .map(|i| [object_header(3, 4), zlib_stored(&i.to_be_bytes())].concat())
+                .collect();
+            pack_of(out, &objects)
+        }),
+    );
+    assert_bounded(&full, 79, SOME_ID);
+}
+
+#[test]
+fn issue_9_8_server_text_in_errors_is_escaped() {
+    for (line, shown) in [
+        ("\x1b[31mred\nfake: line".to_string(), "[31mred fake"),
+        (format!("\x1b[2J{} refs/heads/x", &SOME_ID[4..]), "[2J"),
+    ] {
+        let server = HostileServer::start(
+            answer(move |out| {
+                pkt(out, b"# service=git-upload-pack\n")?;
+                out.write_all(b"0000")?;
+                pkt(out, line.as_bytes())?;
+                out.write_all(b"0000")
+            }),
+            nothing(),
+            nothing(),
+        );
+        let dir = TempDir::new("git-hostile");
+        initbox([
+            "git-shallow",
+            &server.url(),
+            dir.join("dest").to_str().unwrap(),
+        ])
+        .run()
+        .code(76)
+        .stderr_has(shown)
+        .stderr_lacks("\x1b")
+        .stderr_lacks("\nfake");
+    }
 }

@@ -274,14 +274,14 @@ impl Remote<'_> {
         Err(Error::Remote(format!("{}{hint}", response.status_error())))
     }
 
-    fn advertisement(&self) -> Result<Advertisement, Error> {
+    fn advertisement(&self, wanted: &Wanted) -> Result<Advertisement, Error> {
         let url = self.url.with_path(&format!(
             "{}/info/refs?service=git-upload-pack",
             self.base_path()
         ));
         let response = self.client.get(&url, &self.headers(true, &[]))?;
         let body = self.check(response)?;
-        protocol::parse_advertisement(body).map_err(|e| from_pkt(e, self.url))
+        protocol::parse_advertisement(body, wanted).map_err(|e| from_pkt(e, self.url))
     }
 
     fn upload_pack(&self, v2: bool, body: &[u8]) -> Result<Body, Error> {
@@ -321,7 +321,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         url: &options.url,
         auth: auth.as_ref(),
     };
-    let advertisement = remote.advertisement()?;
+    let advertisement = remote.advertisement(&options.wanted)?;
     let v2 = matches!(advertisement, Advertisement::V2 { .. });
     let (target, expected) = resolve(&remote, &advertisement, &options.wanted)?;
     if let DestState::Holds(Some(current)) = &state {
@@ -454,7 +454,7 @@ fn resolve(
         Advertisement::V2 { .. } => {
             let body =
                 remote.upload_pack(true, &protocol::ls_refs_request(&wanted.candidates()))?;
-            listed = protocol::parse_ls_refs(body).map_err(|e| from_pkt(e, remote.url))?;
+            listed = protocol::parse_ls_refs(body, wanted).map_err(|e| from_pkt(e, remote.url))?;
             &listed
         }
     };

@@ -32,8 +32,15 @@ pub const MAX_OBJECT: u64 = 4 << 30;
 /// Deltified objects may not exceed this once resolved: git itself does not deltify files over
 /// `core.bigFileThreshold` (512 MiB), and a few bytes of delta can claim gigabytes.
 const MAX_DELTA_RESULT: u64 = 1 << 30;
+/// Commits, trees and tags larger than this are refused before they are inflated: they are
+/// held in memory whole, and no honest one comes near (a tree this size lists ~200,000 files in
+/// one directory). Blobs are not limited by it (issue 9 #9).
+pub const MAX_METADATA: u64 = 8 << 20;
+/// A pack may hold at most this many objects: the index costs memory per object, and the
+/// header's count is refused up front rather than trusted (issue 9 #9).
+pub const MAX_OBJECTS: u32 = 1_000_000;
 /// Resolved delta bases kept in memory.
-const CACHE_BYTES: usize = 32 << 20;
+const CACHE_BYTES: usize = 8 << 20;
 const CHUNK: usize = 64 << 10;
 /// Longer delta chains than git ever writes (its default is 50) are refused.
 const MAX_CHAIN: usize = 10_000;
@@ -110,12 +117,23 @@ pub struct Pack {
     entries: Vec<Entry>,
     /// Pack offset of each entry's header, sorted (entries are in pack order).
     offsets: Vec<u64>,
-    by_id: HashMap<Oid, usize>,
+    by_id: HashMap<Oid, u32>,
     cache: HashMap<usize, Rc<Vec<u8>>>,
     cached_bytes: usize,
     inflater: Box<InflateState>,
-    /// Compressed bytes of the object being read, reused.
-    compressed: Vec<u8>,
+}
+
+/// A commit, tree or tag over [`MAX_METADATA`].
+fn too_large(kind_bits: u8, size: u64) -> Error {
+    let kind = match kind_bits {
+        1 => "commit",
+        2 => "tree",
+        _ => "tag",
+    };
+    Error::Remote(format!(
+        "a {kind} of {size} bytes is larger than the {} MiB limit for commits, trees and tags",
+        MAX_METADATA >> 20
+    ))
 }
 
 fn malformed(why: impl std::fmt::Display) -> Error {
@@ -213,10 +231,16 @@ pub fn receive(
     if version != 2 && version != 3 {
         return Err(malformed(format!("unsupported pack version {version}")));
     }
-    let count = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
-    let mut entries = Vec::with_capacity(count.min(1 << 20));
-    let mut offsets = Vec::with_capacity(count.min(1 << 20));
-    let mut by_id = HashMap::with_capacity(count.min(1 << 20));
+    let count = u32::from_be_bytes(header[8..12].try_into().unwrap());
+    if count > MAX_OBJECTS {
+        return Err(malformed(format!(
+            "the pack claims {count} objects, over the limit of {MAX_OBJECTS}"
+        )));
+    }
+    // Nothing is reserved from the header's count: the index grows with objects received.
+    let mut entries = Vec::new();
+    let mut offsets = Vec::new();
+    let mut by_id = HashMap::new();
     let mut state = InflateState::new_boxed(DataFormat::Zlib);
     let mut out = vec![0u8; CHUNK];
     for index in 0..count {
@@ -239,6 +263,9 @@ pub fn receive(
         }
         if size > MAX_OBJECT {
             return Err(malformed(format!("object of {size} bytes is too large")));
+        }
+        if matches!(kind_bits, 1 | 2 | 4) && size > MAX_METADATA {
+            return Err(too_large(kind_bits, size));
         }
         let base = match kind_bits {
             1 => Base::Whole(Kind::Commit),
@@ -301,7 +328,8 @@ pub fn receive(
             _ => None,
         };
         if let Some(hasher) = hasher {
-            by_id.insert(finish(hasher), entries.len());
+            // At most MAX_OBJECTS entries: the index fits in a u32.
+            by_id.insert(finish(hasher), entries.len() as u32);
         }
         offsets.push(offset);
         entries.push(Entry {
@@ -344,7 +372,6 @@ pub fn receive(
         cache: HashMap::new(),
         cached_bytes: 0,
         inflater: state,
-        compressed: Vec::new(),
     };
     pack.resolve_deltas(deadline)?;
     Ok(pack)
@@ -380,7 +407,9 @@ impl Pack {
                         // A delta may rebuild an object the pack already holds, even its own
                         // base: the id keeps pointing at the first, or the base would become
                         // the delta itself and the chain a cycle.
-                        self.by_id.entry(object_id(kind, &data)).or_insert(index);
+                        self.by_id
+                            .entry(object_id(kind, &data))
+                            .or_insert(index as u32);
                     }
                     None => still.push(index),
                 }
@@ -401,7 +430,7 @@ impl Pack {
     /// The object with this id: `None` when the pack does not hold it.
     pub fn get(&mut self, id: &Oid) -> Result<Option<Object>, Error> {
         match self.by_id.get(id) {
-            Some(&index) => self.load(index),
+            Some(&index) => self.load(index as usize),
             None => Ok(None),
         }
     }
@@ -410,7 +439,7 @@ impl Pack {
     /// not a blob). A whole (non-delta) blob is inflated piece by piece, so a large file never
     /// sits in memory.
     pub fn write_blob(&mut self, id: &Oid, out: &mut impl Write) -> Result<Option<u64>, Error> {
-        let Some(&index) = self.by_id.get(id) else {
+        let Some(index) = self.by_id.get(id).map(|&i| i as usize) else {
             return Ok(None);
         };
         let write_error = |e: io::Error| Error::io("cannot write a checked-out file", &e);
@@ -424,6 +453,19 @@ impl Pack {
                 _ => Ok(None),
             };
         }
+        self.inflate_stream(index, out, write_error).map(Some)
+    }
+
+    /// Inflates entry `index` from the file into `out` in 64 KiB pieces, compressed and
+    /// inflated alike: neither the object nor its zlib stream (which a hostile server may pad
+    /// with empty blocks) is ever held whole.
+    fn inflate_stream(
+        &mut self,
+        index: usize,
+        out: &mut dyn Write,
+        write_error: fn(io::Error) -> Error,
+    ) -> Result<u64, Error> {
+        let entry = &self.entries[index];
         let (mut position, end, size) = (entry.data_offset, entry.data_end, entry.size);
         let mut input = vec![0u8; CHUNK];
         let mut output = vec![0u8; CHUNK];
@@ -447,10 +489,13 @@ impl Pack {
             );
             start += result.bytes_consumed;
             written += result.bytes_written as u64;
+            if written > size {
+                return Err(malformed("corrupt object data in the stored pack"));
+            }
             out.write_all(&output[..result.bytes_written])
                 .map_err(write_error)?;
             match result.status {
-                Ok(MZStatus::StreamEnd) if written == size => return Ok(Some(size)),
+                Ok(MZStatus::StreamEnd) if written == size => return Ok(size),
                 Ok(_) if result.bytes_consumed > 0 || result.bytes_written > 0 => {}
                 _ => return Err(malformed("corrupt object data in the stored pack")),
             }
@@ -488,7 +533,7 @@ impl Pack {
                 Base::Id(id) => {
                     chain.push(current);
                     match self.by_id.get(&id) {
-                        Some(&base) => current = base,
+                        Some(&base) => current = base as usize,
                         None => return Ok(None),
                     }
                 }
@@ -496,7 +541,12 @@ impl Pack {
         };
         while let Some(next) = chain.pop() {
             let instructions = self.inflate_entry(next)?;
-            let result = delta::apply(&data, &instructions, MAX_DELTA_RESULT)
+            let limit = if kind == Kind::Blob {
+                MAX_DELTA_RESULT
+            } else {
+                MAX_METADATA
+            };
+            let result = delta::apply(&data, &instructions, limit)
                 .map_err(|e| malformed(format!("bad delta: {}", e.0)))?;
             self.entries[next].kind = Some(kind);
             data = Rc::new(result);
@@ -519,36 +569,15 @@ impl Pack {
         }
     }
 
-    /// Inflates one entry's zlib data from the file: its compressed bytes are known exactly
-    /// (from its start to the next object), so they are read at once.
+    /// Inflates one entry into memory; callers keep its size within the in-memory limits.
     fn inflate_entry(&mut self, index: usize) -> Result<Vec<u8>, Error> {
-        let entry = &self.entries[index];
-        let size = usize::try_from(entry.size).map_err(|_| malformed("object too large"))?;
-        if size == 0 {
-            // Its zlib stream was checked while the pack streamed in.
-            return Ok(Vec::new());
-        }
-        let length = usize::try_from(entry.data_end - entry.data_offset)
-            .map_err(|_| malformed("object too large"))?;
-        self.compressed.resize(length, 0);
-        self.file
-            .read_exact_at(&mut self.compressed, entry.data_offset)
-            .map_err(|e| Error::io("cannot read the temporary pack file", &e))?;
-        let mut out = vec![0u8; size];
-        self.inflater.reset(DataFormat::Zlib);
-        let result = inflate(
-            &mut self.inflater,
-            &self.compressed,
-            &mut out,
-            MZFlush::Finish,
-        );
-        if self.compressed.capacity() > CACHE_BYTES / 4 {
-            self.compressed = Vec::new();
-        }
-        match result.status {
-            Ok(MZStatus::StreamEnd) if result.bytes_written == size => Ok(out),
-            _ => Err(malformed("corrupt object data in the stored pack")),
-        }
+        let size =
+            usize::try_from(self.entries[index].size).map_err(|_| malformed("object too large"))?;
+        let mut out = Vec::with_capacity(size);
+        self.inflate_stream(index, &mut out, |e| {
+            Error::io("cannot hold an object in memory", &e)
+        })?;
+        Ok(out)
     }
 }
 

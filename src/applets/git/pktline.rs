@@ -156,8 +156,10 @@ pub fn strip_newline(payload: &[u8]) -> &[u8] {
     payload.strip_suffix(b"\n").unwrap_or(payload)
 }
 
-/// Server text, made safe to print on one line.
-fn trim_text(message: &[u8]) -> String {
+/// Server text, made safe to print on one line: control characters (ESC, newlines) become
+/// spaces and the length is capped. Every remote string that reaches a log or an error goes
+/// through here.
+pub fn trim_text(message: &[u8]) -> String {
     let text = String::from_utf8_lossy(message);
     let text: String = text
         .trim()

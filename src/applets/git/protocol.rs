@@ -8,7 +8,13 @@
 use std::io::Read;
 
 use super::pack::{hex, parse_hex, Oid};
-use super::pktline::{write_delim, write_flush, write_line, Packet, PktError, PktReader, SideBand};
+use super::pktline::{
+    trim_text, write_delim, write_flush, write_line, Packet, PktError, PktReader, SideBand,
+};
+
+/// More v2 capability lines than this are refused: git sends about ten, and an endless list
+/// would otherwise grow without bound (issue 9 #9).
+pub const MAX_CAPABILITIES: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ref {
@@ -35,13 +41,19 @@ fn malformed(why: impl Into<String>) -> PktError {
     PktError::Malformed(why.into())
 }
 
+/// A malformed-stream error quoting the server's text, escaped (issue 9 #8).
+fn malformed_quoting(why: &str, text: &str) -> PktError {
+    malformed(format!("{why} '{}'", trim_text(text.as_bytes())))
+}
+
 fn parse_id(text: &str) -> Result<Oid, PktError> {
-    parse_hex(text).ok_or_else(|| malformed(format!("bad object id '{text}'")))
+    parse_hex(text).ok_or_else(|| malformed_quoting("bad object id", text))
 }
 
 /// Parses the `info/refs` response. A v2 server answers `version 2` and its capabilities; an
-/// older one lists its refs, capabilities after a NUL on the first line.
-pub fn parse_advertisement(reader: impl Read) -> Result<Advertisement, PktError> {
+/// older one lists its refs, capabilities after a NUL on the first line. Of the refs, only those
+/// `wanted` could name are kept: a repository may advertise millions (issue 9 #9).
+pub fn parse_advertisement(reader: impl Read, wanted: &Wanted) -> Result<Advertisement, PktError> {
     let mut packets = PktReader::new(reader);
     let mut first = packets.read_line()?;
     if first.as_deref() == Some("# service=git-upload-pack") {
@@ -66,6 +78,11 @@ pub fn parse_advertisement(reader: impl Read) -> Result<Advertisement, PktError>
     if first == "version 2" {
         let mut capabilities = Vec::new();
         while let Some(line) = packets.read_line()? {
+            if capabilities.len() == MAX_CAPABILITIES {
+                return Err(malformed(format!(
+                    "the server advertised more than {MAX_CAPABILITIES} capabilities"
+                )));
+            }
             capabilities.push(line);
         }
         return Ok(Advertisement::V2 { capabilities });
@@ -76,13 +93,14 @@ pub fn parse_advertisement(reader: impl Read) -> Result<Advertisement, PktError>
         .filter(|c| !c.is_empty())
         .map(String::from)
         .collect();
+    let candidates = wanted.candidates();
     let mut refs: Vec<Ref> = Vec::new();
     let mut line = Some(first_ref.to_string());
     while let Some(text) = line {
         if !text.starts_with("0000000000000000000000000000000000000000 capabilities^{}") {
             let (id, name) = text
                 .split_once(' ')
-                .ok_or_else(|| malformed(format!("bad ref line '{text}'")))?;
+                .ok_or_else(|| malformed_quoting("bad ref line", &text))?;
             let id = parse_id(id)?;
             match name.strip_suffix("^{}") {
                 Some(tag) => {
@@ -90,6 +108,7 @@ pub fn parse_advertisement(reader: impl Read) -> Result<Advertisement, PktError>
                         r.peeled = Some(id);
                     }
                 }
+                None if !candidates.iter().any(|c| c == name) => {}
                 None => refs.push(Ref {
                     name: name.to_string(),
                     id,
@@ -134,8 +153,10 @@ pub fn ls_refs_request(prefixes: &[String]) -> Vec<u8> {
     body
 }
 
-/// Parses the `ls-refs` response: "ID NAME[ symref-target:T][ peeled:ID]" lines.
-pub fn parse_ls_refs(reader: impl Read) -> Result<Vec<Ref>, PktError> {
+/// Parses the `ls-refs` response: "ID NAME[ symref-target:T][ peeled:ID]" lines. Refs that
+/// `wanted` cannot name are dropped, whatever the server sends.
+pub fn parse_ls_refs(reader: impl Read, wanted: &Wanted) -> Result<Vec<Ref>, PktError> {
+    let candidates = wanted.candidates();
     let mut packets = PktReader::new(reader);
     let mut refs = Vec::new();
     while let Some(line) = packets.read_line()? {
@@ -143,7 +164,10 @@ pub fn parse_ls_refs(reader: impl Read) -> Result<Vec<Ref>, PktError> {
         let id = fields.next().unwrap_or_default();
         let name = fields
             .next()
-            .ok_or_else(|| malformed(format!("bad ls-refs line '{line}'")))?;
+            .ok_or_else(|| malformed_quoting("bad ls-refs line", &line))?;
+        if !candidates.iter().any(|c| c == name) {
+            continue;
+        }
         let mut r = Ref {
             name: name.to_string(),
             // An unborn HEAD has no id; it is useless to a clone, so it is skipped.
@@ -237,7 +261,7 @@ pub fn read_fetch_response_v2<R: Read>(reader: R) -> Result<SideBand<R>, PktErro
                     _ => return Err(malformed("the server sent no packfile")),
                 }
             },
-            other => return Err(malformed(format!("unexpected section '{other}'"))),
+            other => return Err(malformed_quoting("unexpected section", other)),
         }
     }
 }
@@ -273,12 +297,12 @@ pub fn read_fetch_response_v0<R: Read>(reader: R) -> Result<SideBand<R>, PktErro
     // "shallow ID" / "unshallow ID" lines, then a flush.
     while let Some(line) = packets.read_line()? {
         if !line.starts_with("shallow ") && !line.starts_with("unshallow ") {
-            return Err(malformed(format!("unexpected line '{line}'")));
+            return Err(malformed_quoting("unexpected line", &line));
         }
     }
     match packets.read_line()? {
         Some(line) if line == "NAK" || line.starts_with("ACK ") => Ok(SideBand::new(packets)),
-        Some(line) => Err(malformed(format!("unexpected line '{line}'"))),
+        Some(line) => Err(malformed_quoting("unexpected line", &line)),
         None => Err(malformed("the server sent no packfile")),
     }
 }
@@ -311,7 +335,7 @@ mod tests {
             "fetch=shallow wait-for-done",
             "F",
         ]);
-        match parse_advertisement(&bytes[..]).unwrap() {
+        match parse_advertisement(&bytes[..], &Wanted::Head).unwrap() {
             Advertisement::V2 { capabilities } => {
                 assert!(capabilities.contains(&"fetch=shallow wait-for-done".to_string()))
             }
@@ -320,7 +344,7 @@ mod tests {
         let mut with_preamble = pkt(&["# service=git-upload-pack", "F"]);
         with_preamble.extend(bytes);
         assert!(matches!(
-            parse_advertisement(&with_preamble[..]).unwrap(),
+            parse_advertisement(&with_preamble[..], &Wanted::Head).unwrap(),
             Advertisement::V2 { .. }
         ));
     }
@@ -337,19 +361,22 @@ mod tests {
             &format!("{C} refs/tags/v1^{{}}"),
             "F",
         ]);
-        let Advertisement::V0 { refs, capabilities } = parse_advertisement(&bytes[..]).unwrap()
-        else {
-            panic!("not v0");
+        let v0 = |wanted: &Wanted| match parse_advertisement(&bytes[..], wanted).unwrap() {
+            Advertisement::V0 { refs, capabilities } => (refs, capabilities),
+            other => panic!("{other:?}"),
         };
+        let (refs, capabilities) = v0(&Wanted::Head);
         assert!(capabilities.contains(&"shallow".to_string()));
-        assert_eq!(refs.len(), 3);
+        assert_eq!(refs.len(), 1, "only what --ref can name is kept");
         assert_eq!(refs[0].target.as_deref(), Some("refs/heads/master"));
-        let tag = find(&refs, &Wanted::Name("v1".into())).unwrap();
-        assert_eq!((tag.id, tag.peeled), (parse_hex(T).unwrap(), parse_hex(C)));
         assert_eq!(
             find(&refs, &Wanted::Head).unwrap().id,
             parse_hex(C).unwrap()
         );
+        let wanted = Wanted::Name("v1".into());
+        let (refs, _) = v0(&wanted);
+        let tag = find(&refs, &wanted).unwrap();
+        assert_eq!((tag.id, tag.peeled), (parse_hex(T).unwrap(), parse_hex(C)));
     }
 
     #[test]
@@ -360,11 +387,26 @@ mod tests {
             "unborn refs/heads/x",
             "F",
         ]);
-        let refs = parse_ls_refs(&bytes[..]).unwrap();
-        assert_eq!(refs.len(), 2);
+        let refs = parse_ls_refs(&bytes[..], &Wanted::Head).unwrap();
+        assert_eq!(refs.len(), 1);
         assert_eq!(refs[0].target.as_deref(), Some("refs/heads/master"));
-        assert_eq!(refs[1].peeled, parse_hex(C));
-        assert!(parse_ls_refs(&pkt(&["nonsense", "F"])[..]).is_err());
+        let refs = parse_ls_refs(&bytes[..], &Wanted::Name("v1".into())).unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].peeled, parse_hex(C));
+        assert!(parse_ls_refs(&pkt(&["nonsense", "F"])[..], &Wanted::Head).is_err());
+    }
+
+    #[test]
+    fn issue_9_endless_capabilities_and_escaped_lines() {
+        let mut caps = vec!["version 2".to_string()];
+        caps.extend((0..=MAX_CAPABILITIES).map(|i| format!("cap{i}")));
+        caps.push("F".into());
+        let lines: Vec<&str> = caps.iter().map(String::as_str).collect();
+        let err = parse_advertisement(&pkt(&lines)[..], &Wanted::Head).unwrap_err();
+        assert!(err.to_string().contains("capabilities"), "{err}");
+        let err =
+            parse_advertisement(&pkt(&["\x1b[31mred\rx", "F"])[..], &Wanted::Head).unwrap_err();
+        assert!(!err.to_string().contains('\x1b'), "{err}");
     }
 
     #[test]
