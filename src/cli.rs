@@ -153,6 +153,7 @@ fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(seconds));
     }
     let mut total = Duration::ZERO;
+    let mut any_nonzero = false;
     let mut rest = text;
     while !rest.is_empty() {
         let number_len = rest
@@ -171,10 +172,18 @@ fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
             _ => return Err(invalid()),
         };
         let value: f64 = number.parse().map_err(|_| invalid())?;
+        any_nonzero |= value > 0.0;
         total = total
             .checked_add(Duration::try_from_secs_f64(value * unit_seconds).map_err(|_| invalid())?)
             .ok_or_else(invalid)?;
         rest = tail;
+    }
+    // Below 1 ms the deadline code rounds to 0, which means "no deadline": a typo must not
+    // turn a short limit into none.
+    if any_nonzero && total < Duration::from_millis(1) {
+        return Err(format!(
+            "duration '{text}' is shorter than 1ms (use 0 for no limit)"
+        ));
     }
     Ok(total)
 }
@@ -260,6 +269,20 @@ mod tests {
         let err = parse_duration("9301855301855571162").unwrap_err();
         assert!(err.contains("longer than 87600h"), "{err}");
         assert!(parse_duration("100000h").is_err());
+    }
+
+    /// Issue 9 #23: `--timeout 0.0000001ms` rounded to 0, which means "no deadline".
+    #[test]
+    fn durations_below_a_millisecond_are_refused_not_forever() {
+        for tiny in ["0.0000001ms", "0.5ms", "0.0009s", "0.00001m", "0h0.1ms"] {
+            let err = parse_duration(tiny).unwrap_err();
+            assert!(err.contains("shorter than 1ms"), "{tiny:?}: {err}");
+        }
+        for zero in ["0", "0s", "0ms", "0.0s", "0h0m"] {
+            assert_eq!(parse_duration(zero), Ok(Duration::ZERO), "{zero:?}");
+        }
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("1.5ms"), Ok(Duration::from_micros(1500)));
     }
 
     #[test]
