@@ -61,8 +61,16 @@ impl Args {
         self.options.values_from_str(names).map_err(usage_error)
     }
 
-    /// The remaining words, all positional: any word left that looks like an option is unknown.
+    /// The remaining words, all positional: any word left that looks like an option is unknown,
+    /// and so is a command after `--` that the applet did not take (it would be dropped unrun).
     pub fn positionals(self) -> Result<Vec<String>, Error> {
+        if !self.command.is_empty() {
+            let words: Vec<_> = self.command.iter().map(|w| w.to_string_lossy()).collect();
+            return Err(Error::usage(format!(
+                "this applet runs no command after '--' (found '{}')",
+                words.join(" ")
+            )));
+        }
         self.options
             .finish()
             .into_iter()
@@ -314,8 +322,18 @@ mod tests {
         let words = ["db:5432", "--any", "--", "app", "--port", "80"].map(OsString::from);
         let mut args = Args::new(words.to_vec());
         assert!(args.flag("--any"));
-        assert_eq!(args.command, ["app", "--port", "80"].map(OsString::from));
+        let command = std::mem::take(&mut args.command);
+        assert_eq!(command, ["app", "--port", "80"].map(OsString::from));
         assert_eq!(args.positionals().unwrap(), ["db:5432"]);
+    }
+
+    /// Issue 9 #13: the words after `--` were dropped when the applet took no command.
+    #[test]
+    fn an_untaken_command_after_double_dash_is_a_usage_error() {
+        let args = Args::new(["/data", "--", "app"].map(OsString::from).to_vec());
+        let err = args.positionals().unwrap_err();
+        assert_eq!(err.exit_code(), 64);
+        assert!(err.to_string().contains("'app'"), "{err}");
     }
 
     #[test]
