@@ -66,7 +66,7 @@ fn envsubst_behaviour_table() {
         ("$NAME$NAME${NAME}", "worldworldworld", true),
         ("${NAME}_x $A_1.x", "world_x a1.x", true),
         ("price: 5$\nnext $\n", "price: 5$\nnext $\n", true),
-        ("$1 $ ${} $-", "$1 $ ${} $-", true),
+        ("$1 $ $- $}", "$1 $ $- $}", true),
         ("end $", "end $", true),
         ("multi:\n$MULTI.", "multi:\nline one\nline two\n.", true),
         ("secret=$PASSWORD", "secret=p@$$w0rd${NAME}$1", true),
@@ -367,4 +367,84 @@ fn sigterm_as_pid1_while_reading_a_fifo_leaves_nothing_behind() {
     out.code(143).within(Duration::from_secs(5));
     drop(writer);
     assert_eq!(fs::read_dir(&config).unwrap().count(), 0);
+}
+
+/// Issue 9 #18: each unclosed `${U:-` rescanned up to 128 KiB, so 1 MiB of them took 11 s.
+#[test]
+fn a_mebibyte_of_unclosed_references_is_scanned_in_linear_time() {
+    let dir = TempDir::new("render-unclosed");
+    fs::write(dir.join("in"), "${U:-".repeat((1 << 20) / 5)).unwrap();
+    initbox([
+        "render-template".as_ref(),
+        dir.join("in").as_os_str(),
+        dir.join("out").as_os_str(),
+    ])
+    .limit(Duration::from_secs(60))
+    .run()
+    .code(65)
+    .stderr_has("is not closed")
+    .within(Duration::from_secs(5));
+    assert_eq!(dir.names(), ["in"]);
+}
+
+/// Issue 9 #18: `${` at the end, `${}`, `${1}`, `${#A}` were copied silently while `${A%x}` was
+/// an error; every malformed `${` is a "bad substitution" naming file:line:column, as in bash.
+#[test]
+fn every_malformed_braced_reference_is_an_error_with_its_position() {
+    let dir = TempDir::new("render-malformed");
+    fs::write(dir.join("in"), "a ${}\n${1} ${#A}\n${ A} ${A%x}\n$$ $1 ${").unwrap();
+    let run = |options: &[&str]| {
+        let mut command = Command::new(bin());
+        command
+            .arg("render-template")
+            .args(options)
+            .arg(dir.join("in"))
+            .arg(dir.join("out"))
+            .env_clear()
+            .env("A", "a");
+        Cmd::from(command).run()
+    };
+    let src = dir.join("in").display().to_string();
+    for options in [&[][..], &["--allow-unset"][..]] {
+        let out = run(options);
+        out.code(65)
+            .stderr_has(&format!("{src}:1:3: bad substitution"))
+            .stderr_has(&format!("{src}:2:1: bad substitution"))
+            .stderr_has(&format!("{src}:2:6: bad substitution"))
+            .stderr_has(&format!("{src}:3:1: bad substitution"))
+            .stderr_has(&format!("{src}:3:7: in '${{A'"))
+            .stderr_has(&format!("{src}:4:7: bad substitution"))
+            .stderr_has("6 error(s)");
+        assert_eq!(dir.names(), ["in"]);
+    }
+    // Selected names only: what is not a name is not selected, and is copied.
+    run(&["--prefix", "X_"]).success();
+    assert_eq!(
+        fs::read_to_string(dir.join("out")).unwrap(),
+        "a ${}\n${1} ${#A}\n${ A} ${A%x}\n$ $1 ${"
+    );
+}
+
+/// Issue 9 #22: 500 unset variables were reported as "101 error(s)": the count is the true total,
+/// though only the first 100 are listed.
+#[test]
+fn the_error_count_is_the_true_total() {
+    let dir = TempDir::new("render-count");
+    fs::write(dir.join("a"), "$UNSET\n".repeat(500)).unwrap();
+    fs::write(dir.join("b"), "$UNSET $UNSET\n").unwrap();
+    let a = dir.join("a").display().to_string();
+    let b = dir.join("b").display().to_string();
+    let out = initbox([
+        "render-template".to_string(),
+        format!("{a}:{a}.out"),
+        format!("{b}:{b}.out"),
+    ])
+    .env_remove("UNSET")
+    .run();
+    out.code(65)
+        .stderr_has(&format!("{a}:100:1: UNSET is not set"))
+        .stderr_lacks(&format!("{a}:101:1:"))
+        .stderr_has("400 more error(s)")
+        .stderr_has(&format!("{b}:1:8: UNSET is not set"))
+        .stderr_has("502 error(s) in 2 template(s); nothing was written");
 }

@@ -43,7 +43,9 @@ SYNTAX (POSIX shell semantics; ':' forms treat an empty value as unset)
     ${VAR:+word}       word if VAR is set and not empty (${VAR+word}: if set)
     $$                 a literal $
 word may contain references and runs to the matching '}'. Anything else
-after '$' ($1, '$ ', a '$' at the end) is copied as is. Values are never
+after '$' ($1, '$ ', a '$' at the end) is copied as is; '${' without a name
+(${}, ${1}, ${#VAR}) is an error, also with --allow-unset (write $${ for a
+literal '${'; with --only or --prefix it is copied). Values are never
 scanned again: a password containing '$' arrives intact.
 
 OPTIONS
@@ -59,8 +61,8 @@ OPTIONS
     --mode MODE           octal mode of DEST files (default 0644)
     --owner UID[:GID]     numeric owner of DEST files (default: unchanged)
 
-Every error in every template is reported (exit 65) and then nothing is
-written. Parent directories of DEST are created (mode 0755).
+Every error in every template is counted (the first 100 of each are listed;
+exit 65) and then nothing is written. Parent directories of DEST are created (mode 0755).
 
 EXAMPLES
     initbox render-template /templates/app.conf /config/app.conf
@@ -169,8 +171,8 @@ fn run(settings: Settings, deadline: &Deadline) -> Result<(), Error> {
             continue;
         }
         failed_templates += 1;
-        for error in &errors {
-            error_count += 1;
+        error_count += errors.total;
+        for error in &errors.listed {
             log::error(
                 &format!(
                     "{}:{}:{}: {}",
@@ -184,6 +186,13 @@ fn run(settings: Settings, deadline: &Deadline) -> Result<(), Error> {
                     ("line", json!(error.position.line)),
                     ("column", json!(error.position.column)),
                 ],
+            );
+        }
+        let unlisted = errors.total - errors.listed.len();
+        if unlisted > 0 {
+            log::error(
+                &format!("{}: {unlisted} more error(s) not listed", src.display()),
+                &[("file", json!(src.display().to_string()))],
             );
         }
     }
@@ -282,7 +291,7 @@ fn render_one(
     dest: &Path,
     values: &mut Values,
     options: &Options,
-) -> Result<(AtomicFile, Vec<parse::TemplateError>), Error> {
+) -> Result<(AtomicFile, parse::Errors), Error> {
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), &e))?;
     }
