@@ -101,6 +101,12 @@ impl AtomicFile {
 
     /// Flushes, applies `mode` and `owner`, syncs, and renames over the destination.
     pub fn commit(self, mode: u32, owner: Option<Owner>) -> Result<(), Error> {
+        self.seal(mode, owner)?.commit()
+    }
+
+    /// Does all of the commit that can fail but the rename (mode, owner, sync) and closes the
+    /// file, so that many outputs can wait for their renames without holding a descriptor each.
+    pub fn seal(self, mode: u32, owner: Option<Owner>) -> Result<Sealed, Error> {
         let fail = |what: &str, e: &io::Error| {
             Error::io(format!("{}: {what}", self.destination.display()), e)
         };
@@ -112,10 +118,36 @@ impl AtomicFile {
                 .map_err(|e| fail("cannot set owner", &e))?;
         }
         self.file.sync_all().map_err(|e| fail("cannot sync", &e))?;
-        let destination = self.destination.clone();
+        Ok(Sealed {
+            guard: self.guard,
+            destination: self.destination,
+        })
+    }
+}
+
+/// A complete, synced and closed temporary, waiting to be renamed over its destination; dropped,
+/// it is removed.
+pub struct Sealed {
+    guard: TempGuard,
+    destination: PathBuf,
+}
+
+impl Sealed {
+    pub fn destination(&self) -> &Path {
+        &self.destination
+    }
+
+    /// Renames the temporary over the destination.
+    pub fn commit(self) -> Result<(), Error> {
+        let destination = self.destination;
         self.guard
             .commit(|temp| fs::rename(temp, &destination))
-            .map_err(|e| fail("cannot rename into place", &e))?;
+            .map_err(|e| {
+                Error::io(
+                    format!("{}: cannot rename into place", destination.display()),
+                    &e,
+                )
+            })?;
         // The rename is durable only once the directory entry is; best effort, as some
         // filesystems refuse fsync on directories.
         if let Some(parent) = destination.parent().filter(|p| !p.as_os_str().is_empty()) {
