@@ -10,7 +10,8 @@ use crate::log::Format;
 /// Options every applet accepts, taken off the command line before the applet parses its own.
 pub const COMMON_OPTIONS: &str = "\
 COMMON OPTIONS
-    --timeout DURATION   overall deadline, e.g. 500ms, 30s, 5m, 1h, 1m30s; 0 = none
+    --timeout DURATION   overall deadline, e.g. 500ms, 30s, 5m, 1h, 1m30s (at
+                         least 1ms); 0 = none
     --check-args         only check the arguments (exit 0 or 64), do nothing
     --log-format FORMAT  text (default) or json; also INITBOX_LOG_FORMAT
     -q, --quiet          only print errors
@@ -186,8 +187,8 @@ fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
             .ok_or_else(invalid)?;
         rest = tail;
     }
-    // Below 1 ms the deadline code rounds to 0, which means "no deadline": a typo must not
-    // turn a short limit into none.
+    // A value rounding to 0 would mean "no deadline" (`--timeout 0.0000001ms`), and no limit
+    // below 1 ms is meant: a typo must not turn a short limit into none.
     if any_nonzero && total < Duration::from_millis(1) {
         return Err(format!(
             "duration '{text}' is shorter than 1ms (use 0 for no limit)"
