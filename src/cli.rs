@@ -16,22 +16,15 @@ COMMON OPTIONS
     -q, --quiet          only print errors
     -h, --help           this help";
 
-/// The parsed command line of one applet: its options, and the command after `--`, if any.
+/// The parsed command line of one applet: its options, and the command after `--` when the
+/// applet runs it itself (init); `exec::split_command` took that `--` off already.
 pub struct Args {
     pub options: pico_args::Arguments,
     pub command: Vec<OsString>,
 }
 
 impl Args {
-    pub fn new(mut words: Vec<OsString>) -> Args {
-        let command = match words.iter().position(|w| w == "--") {
-            Some(split) => {
-                let command = words.split_off(split + 1);
-                words.pop();
-                command
-            }
-            None => Vec::new(),
-        };
+    pub fn new(words: Vec<OsString>, command: Vec<OsString>) -> Args {
         Args {
             options: pico_args::Arguments::from_vec(words),
             command,
@@ -287,17 +280,8 @@ mod tests {
     }
 
     #[test]
-    fn command_after_double_dash_is_kept_apart() {
-        let words = ["db:5432", "--any", "--", "app", "--port", "80"].map(OsString::from);
-        let mut args = Args::new(words.to_vec());
-        assert!(args.flag("--any"));
-        assert_eq!(args.command, ["app", "--port", "80"].map(OsString::from));
-        assert_eq!(args.positionals().unwrap(), ["db:5432"]);
-    }
-
-    #[test]
     fn leftover_options_are_unknown() {
-        let args = Args::new(vec!["--bogus".into(), "x".into()]);
+        let args = Args::new(vec!["--bogus".into(), "x".into()], Vec::new());
         let err = args.positionals().unwrap_err();
         assert_eq!(err.exit_code(), 64);
         assert!(err.to_string().contains("--bogus"));

@@ -5,6 +5,7 @@ pub mod applets;
 pub mod atomic;
 pub mod cli;
 pub mod error;
+pub mod exec;
 pub mod hex;
 #[cfg(feature = "http")]
 pub mod http;
@@ -12,5 +13,4 @@ pub mod log;
 pub mod net;
 pub mod retry;
 pub mod supervisor;
-#[cfg(any(feature = "chmod-tree", feature = "git-shallow"))]
 pub mod sys;
