@@ -547,17 +547,23 @@ pub fn spawn_child(command: &[std::ffi::OsString], new_group: bool) -> io::Resul
     if new_group {
         child.process_group(0);
     }
-    let last = libc::SIGRTMAX();
     // std lets a child inherit the mask (since Rust 1.95), and ours blocks what we forward.
     let empty = SignalSet::of([]).0;
-    // SAFETY: the closure runs between fork and exec and calls only `signal` and `sigprocmask`,
-    // which are async-signal-safe, on values copied into it before the fork.
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
+    // (rt_sigaction, sigprocmask) on values copied into it before the fork.
     unsafe {
         child.pre_exec(move || {
-            for signal in 1..=last {
-                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                    libc::signal(signal, libc::SIG_DFL);
-                }
+            // The raw call, as libc's refuses the signals it keeps for itself (32, 33), which a
+            // parent may still have left ignored. All zeros: SIG_DFL, no flags, empty mask.
+            let default = [0u64; 4];
+            for signal in 1..=64 {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8,
+                );
             }
             check(libc::sigprocmask(
                 libc::SIG_SETMASK,
