@@ -486,7 +486,8 @@ pub fn restore_signal_mask(mask: &SignalSet) {
 /// passes (`None`: no limit). `None` when the time passed first.
 pub fn wait_for_signal(set: &SignalSet, timeout: Option<std::time::Duration>) -> Option<i32> {
     let limit = timeout.map(|t| libc::timespec {
-        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        // Durations are capped at ten years (cli::parse_duration): they fit any time_t.
+        tv_sec: t.as_secs().min(i32::MAX as u64) as _,
         tv_nsec: t.subsec_nanos().into(),
     });
     let limit_ptr = limit

@@ -10,6 +10,8 @@ pub const APPLETS: &[&str] = &[
     "chmod-tree",
     "sysctl",
     "git-shallow",
+    "init",
+    "sleep",
 ];
 
 #[test]
