@@ -11,6 +11,8 @@ const APPLETS: &[&str] = &[
     "chmod-tree",
     "sysctl",
     "git-shallow",
+    "init",
+    "sleep",
 ];
 
 fn main() {

@@ -17,22 +17,15 @@ COMMON OPTIONS
     -q, --quiet          only print errors
     -h, --help           this help";
 
-/// The parsed command line of one applet: its options, and the command after `--`, if any.
+/// The parsed command line of one applet: its options, and the command after `--` when the
+/// applet runs it itself (init); `exec::split_command` took that `--` off already.
 pub struct Args {
     pub options: pico_args::Arguments,
     pub command: Vec<OsString>,
 }
 
 impl Args {
-    pub fn new(mut words: Vec<OsString>) -> Args {
-        let command = match words.iter().position(|w| w == "--") {
-            Some(split) => {
-                let command = words.split_off(split + 1);
-                words.pop();
-                command
-            }
-            None => Vec::new(),
-        };
+    pub fn new(words: Vec<OsString>, command: Vec<OsString>) -> Args {
         Args {
             options: pico_args::Arguments::from_vec(words),
             command,
@@ -62,16 +55,8 @@ impl Args {
         self.options.values_from_str(names).map_err(usage_error)
     }
 
-    /// The remaining words, all positional: any word left that looks like an option is unknown,
-    /// and so is a command after `--` that the applet did not take (it would be dropped unrun).
+    /// The remaining words, all positional: any word left that looks like an option is unknown.
     pub fn positionals(self) -> Result<Vec<String>, Error> {
-        if !self.command.is_empty() {
-            let words: Vec<_> = self.command.iter().map(|w| w.to_string_lossy()).collect();
-            return Err(Error::usage(format!(
-                "this applet runs no command after '--' (found '{}')",
-                words.join(" ")
-            )));
-        }
         self.options
             .finish()
             .into_iter()
@@ -319,27 +304,8 @@ mod tests {
     }
 
     #[test]
-    fn command_after_double_dash_is_kept_apart() {
-        let words = ["db:5432", "--any", "--", "app", "--port", "80"].map(OsString::from);
-        let mut args = Args::new(words.to_vec());
-        assert!(args.flag("--any"));
-        let command = std::mem::take(&mut args.command);
-        assert_eq!(command, ["app", "--port", "80"].map(OsString::from));
-        assert_eq!(args.positionals().unwrap(), ["db:5432"]);
-    }
-
-    /// Issue 9 #13: the words after `--` were dropped when the applet took no command.
-    #[test]
-    fn an_untaken_command_after_double_dash_is_a_usage_error() {
-        let args = Args::new(["/data", "--", "app"].map(OsString::from).to_vec());
-        let err = args.positionals().unwrap_err();
-        assert_eq!(err.exit_code(), 64);
-        assert!(err.to_string().contains("'app'"), "{err}");
-    }
-
-    #[test]
     fn leftover_options_are_unknown() {
-        let args = Args::new(vec!["--bogus".into(), "x".into()]);
+        let args = Args::new(vec!["--bogus".into(), "x".into()], Vec::new());
         let err = args.positionals().unwrap_err();
         assert_eq!(err.exit_code(), 64);
         assert!(err.to_string().contains("--bogus"));

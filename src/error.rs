@@ -42,6 +42,9 @@ pub enum Error {
     CommandNotFound(String),
     /// Stopped by a signal (128 + signal number).
     Signal(i32),
+    /// init's command ended with this exit code (128+N for signal N), passed on as ours. The
+    /// command spoke for itself: nothing is printed, the termination log is its own.
+    Exited(u8),
 }
 
 impl Error {
@@ -62,6 +65,7 @@ impl Error {
             Error::NotExecutable(_) => 126,
             Error::CommandNotFound(_) => 127,
             Error::Signal(n) => u8::try_from(128 + n).unwrap_or(255),
+            Error::Exited(code) => *code,
         }
     }
 
@@ -97,6 +101,7 @@ impl fmt::Display for Error {
         match self {
             Error::Internal(m) => write!(f, "internal error: {m}"),
             Error::Signal(n) => write!(f, "stopped by {}", signal_name(*n)),
+            Error::Exited(code) => write!(f, "the command exited with {code}"),
             Error::Usage(m)
             | Error::Data(m)
             | Error::InputMissing(m)
@@ -129,6 +134,11 @@ pub fn signal_name(signal: i32) -> String {
         libc::SIGXFSZ => "SIGXFSZ",
         libc::SIGIO => "SIGIO",
         libc::SIGPWR => "SIGPWR",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGPIPE => "SIGPIPE",
         other => return format!("signal {other}"),
     };
     name.into()

@@ -5,6 +5,7 @@ pub mod applets;
 pub mod atomic;
 pub mod cli;
 pub mod error;
+pub mod exec;
 pub mod hex;
 #[cfg(feature = "http")]
 pub mod http;

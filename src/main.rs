@@ -13,8 +13,9 @@ use std::process::ExitCode;
 use initbox::applets::{self, Applet, APPLETS};
 use initbox::cli::{self, Args, Common};
 use initbox::error::{self, Error};
+use initbox::exec;
 use initbox::log;
-use initbox::supervisor::{Deadline, Supervisor};
+use initbox::supervisor::{self, Deadline, Supervisor};
 
 /// Kubernetes' default terminationMessagePath; the kubelet shows its content as the reason.
 const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -22,12 +23,31 @@ const TERMINATION_LOG_LIMIT: usize = 4096;
 
 fn main() -> ExitCode {
     report_panics_as_internal_errors();
-    // Handlers first: as PID 1, a SIGTERM that arrives before them would be dropped.
-    let supervisor = match Supervisor::install() {
-        Ok(supervisor) => supervisor,
-        Err(err) => return report(&err, None),
-    };
     let mut words: Vec<OsString> = std::env::args_os().collect();
+    let applet = match select(&mut words) {
+        Ok(applet) => applet,
+        Err(code) => return code,
+    };
+    // Handlers first: as PID 1, a SIGTERM that arrives before them would be dropped. init takes
+    // its signals itself, on this one thread, and starts no supervisor.
+    let supervisor = match applet.runs_command {
+        true => None,
+        false => match Supervisor::install() {
+            Ok(supervisor) => Some(supervisor),
+            Err(err) => return report(&err, None),
+        },
+    };
+    let help_hint = format!("initbox {} --help", applet.name);
+    match run(applet, words, supervisor) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err, Some(&help_hint)),
+    }
+}
+
+/// The applet named by the link we were called through, or by the first argument (which is then
+/// taken off `words`, as is argv[0]). The multi-call name's own options (`--help`, `--version`,
+/// `--install`) are handled here and end the run with their exit code.
+fn select(words: &mut Vec<OsString>) -> Result<&'static Applet, ExitCode> {
     let invoked_as = words
         .first()
         .and_then(|arg0| Path::new(arg0).file_name())
@@ -38,45 +58,51 @@ fn main() -> ExitCode {
         None => {
             if words.len() < 2 {
                 print!("{}", overview());
-                return ExitCode::SUCCESS;
+                return Err(ExitCode::SUCCESS);
             }
             let first = words.remove(1).to_string_lossy().into_owned();
             match first.as_str() {
                 "-h" | "--help" | "help" => {
                     print!("{}", overview());
-                    return ExitCode::SUCCESS;
+                    return Err(ExitCode::SUCCESS);
                 }
                 "-V" | "--version" => {
                     print!("{}", version());
-                    return ExitCode::SUCCESS;
+                    return Err(ExitCode::SUCCESS);
                 }
                 "--install" => {
-                    return match install(&words[1..]) {
+                    return Err(match install(&words[1..]) {
                         Ok(()) => ExitCode::SUCCESS,
                         Err(err) => report(&err, Some("initbox --help")),
-                    }
+                    })
                 }
                 name => match applets::find(name) {
                     Some(applet) => applet,
                     None => {
                         let err = Error::usage(format!("unknown applet '{name}'"));
-                        return report(&err, Some("initbox --help"));
+                        return Err(report(&err, Some("initbox --help")));
                     }
                 },
             }
         }
     };
     words.remove(0);
-    let help_hint = format!("initbox {} --help", applet.name);
-    match run(applet, words, supervisor) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => report(&err, Some(&help_hint)),
-    }
+    Ok(applet)
 }
 
-fn run(applet: &'static Applet, words: Vec<OsString>, supervisor: Supervisor) -> Result<(), Error> {
+fn run(
+    applet: &'static Applet,
+    words: Vec<OsString>,
+    supervisor: Option<Supervisor>,
+) -> Result<(), Error> {
     log::set_applet(applet.name);
-    let mut args = Args::new(words);
+    let (words, command) = exec::split_command(words, applet.usage);
+    // init runs the command as its child; every other applet chain-loads it once it succeeded.
+    let (own, chained) = match applet.runs_command {
+        true => (command, Vec::new()),
+        false => (Vec::new(), command),
+    };
+    let mut args = Args::new(words, own);
     let common = Common::parse(&mut args, applet.default_timeout)?;
     if common.help {
         print!("{}", applet_help(applet));
@@ -87,12 +113,27 @@ fn run(applet: &'static Applet, words: Vec<OsString>, supervisor: Supervisor) ->
     if common.check_args {
         return Ok(());
     }
-    supervisor.run(Deadline::after(common.timeout), job)
+    let deadline = Deadline::after(common.timeout);
+    let Some(supervisor) = supervisor else {
+        return job(&deadline);
+    };
+    supervisor.run(deadline, job)?;
+    if chained.is_empty() {
+        return Ok(());
+    }
+    // A stop asked for as the applet finished must not be lost in the exec.
+    if let Some(signal) = supervisor::stop_signal() {
+        return Err(Error::Signal(signal));
+    }
+    Err(exec::exec(&chained))
 }
 
 /// Prints the one line that explains the failure, also to the termination log, and returns the
 /// exit code. Usage errors point to the help that shows the right form.
 fn report(err: &Error, help_hint: Option<&str>) -> ExitCode {
+    if let Error::Exited(code) = err {
+        return ExitCode::from(*code);
+    }
     let mut message = err.to_string();
     if let (Error::Usage(_), Some(hint)) = (err, help_hint) {
         message.push_str(&format!(" (see '{hint}')"));

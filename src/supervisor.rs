@@ -122,6 +122,11 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst) != 0
 }
 
+/// The signal that asked the applet to stop, if one did.
+pub fn stop_signal() -> Option<i32> {
+    Some(STOP.load(Ordering::SeqCst)).filter(|&signal| signal > 0)
+}
+
 enum Event {
     Finished(Result<(), Error>),
     Signal(i32),

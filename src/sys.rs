@@ -446,3 +446,133 @@ pub fn remove_tree_at_path(path: &std::path::Path) -> io::Result<()> {
     let dir = open_dir(&CString::new(parent.as_os_str().as_bytes())?)?;
     remove_tree(&dir, &CString::new(name.as_bytes())?)
 }
+
+/// A set of signal numbers (`sigset_t`), for masks and `sigtimedwait`.
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    pub fn of(signals: impl IntoIterator<Item = i32>) -> SignalSet {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: set points to writable memory of the right size; sigemptyset initialises it.
+        unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+        // SAFETY: sigemptyset initialised the set.
+        let mut set = unsafe { set.assume_init() };
+        for signal in signals {
+            // SAFETY: set is initialised; an invalid number only makes sigaddset fail.
+            unsafe { libc::sigaddset(&mut set, signal) };
+        }
+        SignalSet(set)
+    }
+}
+
+/// Blocks `set` in this thread (and in the threads and children it starts) and returns the mask
+/// it had, for [`restore_signal_mask`].
+pub fn block_signals(set: &SignalSet) -> io::Result<SignalSet> {
+    let mut old = SignalSet::of([]);
+    // SAFETY: both pointers are to initialised sigset_t values.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, &mut old.0) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(old)
+}
+
+pub fn restore_signal_mask(mask: &SignalSet) {
+    // SAFETY: mask is an initialised sigset_t; a null old-mask pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut()) };
+}
+
+/// Takes the next pending signal of the blocked `set`, sleeping until one comes or `timeout`
+/// passes (`None`: no limit). `None` when the time passed first.
+pub fn wait_for_signal(set: &SignalSet, timeout: Option<std::time::Duration>) -> Option<i32> {
+    let limit = timeout.map(|t| libc::timespec {
+        // Durations are capped at ten years (cli::parse_duration): they fit any time_t.
+        tv_sec: t.as_secs().min(i32::MAX as u64) as _,
+        tv_nsec: t.subsec_nanos().into(),
+    });
+    let limit_ptr = limit
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: set is initialised; a null siginfo pointer is allowed; limit_ptr is null or points
+    // to a timespec that outlives the call.
+    let signal = unsafe { libc::sigtimedwait(&set.0, std::ptr::null_mut(), limit_ptr) };
+    (signal > 0).then_some(signal)
+}
+
+/// How a reaped process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps one ended child, any of them, without waiting: `None` when none has ended (or there is
+/// no child left).
+pub fn reap_any() -> Option<(i32, Exit)> {
+    let mut status = 0;
+    // SAFETY: status points to a writable int.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if pid <= 0 {
+        return None;
+    }
+    let exit = if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(status))
+    };
+    Some((pid, exit))
+}
+
+/// `kill(2)`: a negative `pid` names a process group.
+pub fn send_signal(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: no pointers; the kernel checks pid and signal.
+    check(unsafe { libc::kill(pid, signal) })
+}
+
+/// `PR_SET_CHILD_SUBREAPER`: orphans of our descendants are re-parented to us, not to PID 1.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: no pointers; the option takes one integer argument.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
+}
+
+/// Starts `command` as a child with every signal at its default disposition (an ignored signal
+/// would otherwise stay ignored across exec) and an empty signal mask, in a
+/// process group of its own when `new_group`. Our descriptors are all close-on-exec.
+pub fn spawn_child(command: &[std::ffi::OsString], new_group: bool) -> io::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let (program, arguments) = command
+        .split_first()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut child = std::process::Command::new(program);
+    child.args(arguments);
+    if new_group {
+        child.process_group(0);
+    }
+    // std lets a child inherit the mask (since Rust 1.95), and ours blocks what we forward.
+    let empty = SignalSet::of([]).0;
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
+    // (rt_sigaction, sigprocmask) on values copied into it before the fork.
+    unsafe {
+        child.pre_exec(move || {
+            // The raw call, as libc's refuses the signals it keeps for itself (32, 33), which a
+            // parent may still have left ignored. All zeros: SIG_DFL, no flags, empty mask.
+            let default = [0u64; 4];
+            for signal in 1..=64 {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8,
+                );
+            }
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &empty,
+                std::ptr::null_mut(),
+            ))
+        })
+    };
+    let child = child.spawn()?;
+    Ok(child.id() as i32)
+}

@@ -13,8 +13,12 @@ pub mod chmod_tree;
 pub mod fetch;
 #[cfg(feature = "git-shallow")]
 pub mod git;
+#[cfg(feature = "init")]
+pub mod init;
 #[cfg(feature = "render-template")]
 pub mod render_template;
+#[cfg(feature = "sleep")]
+pub mod sleep;
 #[cfg(feature = "sysctl")]
 pub mod sysctl;
 #[cfg(feature = "wait-tcp")]
@@ -30,16 +34,21 @@ pub struct Applet {
     pub default_timeout: Option<Duration>,
     /// Parses the applet's own options (the common ones are already taken) into the work to run.
     pub parse: fn(Args) -> Result<Job, Error>,
+    /// The applet runs the command after `--` itself (init, as its child) and takes its signals
+    /// itself, on the main thread: no supervisor threads. Every other applet chain-loads that
+    /// command once it succeeded.
+    pub runs_command: bool,
 }
 
 pub const APPLETS: &[Applet] = &[
     #[cfg(feature = "wait-tcp")]
     Applet {
         name: "wait-tcp",
-        summary: "wait until TCP ports accept connections, then optionally exec a command",
+        summary: "wait until TCP ports accept connections",
         usage: wait_tcp::USAGE,
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
+        runs_command: false,
     },
     #[cfg(feature = "fetch")]
     Applet {
@@ -48,6 +57,7 @@ pub const APPLETS: &[Applet] = &[
         usage: fetch::USAGE,
         default_timeout: Some(Duration::from_secs(300)),
         parse: fetch::parse,
+        runs_command: false,
     },
     #[cfg(feature = "render-template")]
     Applet {
@@ -56,6 +66,7 @@ pub const APPLETS: &[Applet] = &[
         usage: render_template::USAGE,
         default_timeout: None,
         parse: render_template::parse,
+        runs_command: false,
     },
     #[cfg(feature = "chmod-tree")]
     Applet {
@@ -64,6 +75,7 @@ pub const APPLETS: &[Applet] = &[
         usage: chmod_tree::USAGE,
         default_timeout: None,
         parse: chmod_tree::parse,
+        runs_command: false,
     },
     #[cfg(feature = "sysctl")]
     Applet {
@@ -72,6 +84,7 @@ pub const APPLETS: &[Applet] = &[
         usage: sysctl::USAGE,
         default_timeout: None,
         parse: sysctl::parse,
+        runs_command: false,
     },
     #[cfg(feature = "git-shallow")]
     Applet {
@@ -80,6 +93,25 @@ pub const APPLETS: &[Applet] = &[
         usage: git::USAGE,
         default_timeout: Some(git::DEFAULT_TIMEOUT),
         parse: git::parse,
+        runs_command: false,
+    },
+    #[cfg(feature = "init")]
+    Applet {
+        name: "init",
+        summary: "run a command as PID 1: forward signals, reap zombies, pass its exit code on",
+        usage: init::USAGE,
+        default_timeout: None,
+        parse: init::parse,
+        runs_command: true,
+    },
+    #[cfg(feature = "sleep")]
+    Applet {
+        name: "sleep",
+        summary: "pause for a duration (preStop hooks), obeying SIGTERM",
+        usage: sleep::USAGE,
+        default_timeout: None,
+        parse: sleep::parse,
+        runs_command: false,
     },
 ];
 

@@ -6,9 +6,7 @@
 //! busy-looping. With `-- COMMAND`, initbox execs the command once the targets are ready, so it can
 //! be an entrypoint that waits and then is replaced by the app.
 
-use std::ffi::OsString;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -116,7 +114,6 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     if settings.interval == Some(Duration::ZERO) {
         return Err(Error::usage("--interval must be more than 0"));
     }
-    let command = std::mem::take(&mut args.command);
     let targets = args
         .positionals()?
         .iter()
@@ -126,11 +123,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         return Err(Error::usage("no TARGET given"));
     }
     Ok(Box::new(move |deadline| {
-        wait_for(targets, &settings, deadline)?;
-        match command.split_first() {
-            Some((program, arguments)) => exec(program, arguments),
-            None => Ok(()),
-        }
+        wait_for(targets, &settings, deadline)
     }))
 }
 
@@ -320,17 +313,6 @@ fn describe_connect(err: &std::io::Error) -> String {
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "connect timed out".into(),
         _ => describe_io(err).to_lowercase(),
     }
-}
-
-fn exec(program: &OsString, arguments: &[OsString]) -> Result<(), Error> {
-    let err = std::process::Command::new(program).args(arguments).exec();
-    let name = program.to_string_lossy();
-    Err(match err.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::CommandNotFound(format!("{name}: command not found"))
-        }
-        _ => Error::NotExecutable(format!("{name}: cannot execute: {}", describe_io(&err))),
-    })
 }
 
 #[cfg(test)]

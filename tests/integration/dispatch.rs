@@ -10,6 +10,8 @@ pub const APPLETS: &[&str] = &[
     "chmod-tree",
     "sysctl",
     "git-shallow",
+    "init",
+    "sleep",
 ];
 
 #[test]
@@ -184,10 +186,11 @@ fn check_args_validates_without_doing_anything() {
         .code(64);
 }
 
-/// Issue 9 #13: words after `--` were dropped silently (exit 0) by every applet but wait-tcp,
-/// the only one that runs a command; now they are a usage error, and nothing is done.
+/// Issue 9 #13: words after `--` were dropped silently (exit 0) by every applet but wait-tcp.
+/// Now every applet chain-loads them (issue 12): the command runs after a success, and never
+/// after a failure.
 #[test]
-fn a_command_after_double_dash_is_refused_where_no_applet_runs_it() {
+fn a_command_after_double_dash_runs_only_after_success() {
     let dir = TempDir::new("double-dash");
     let tree = dir.join("tree");
     std::fs::create_dir(&tree).unwrap();
@@ -195,7 +198,12 @@ fn a_command_after_double_dash_is_refused_where_no_applet_runs_it() {
     std::fs::write(&template, "x").unwrap();
     let out_file = dir.join("out");
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let cases: Vec<Vec<String>> = vec![
+    let chain = |args: &[String]| {
+        let mut args = args.to_vec();
+        args.extend(["--", "/bin/sh", "-c", "echo ran after $0", "ok"].map(String::from));
+        args
+    };
+    let succeeding = [
         vec![
             "chmod-tree".into(),
             "--mode".into(),
@@ -203,39 +211,37 @@ fn a_command_after_double_dash_is_refused_where_no_applet_runs_it() {
             path(&tree),
         ],
         vec!["render-template".into(), path(&template), path(&out_file)],
-        vec![
-            "sysctl".into(),
-            "--check-args".into(),
-            "net.core.somaxconn=1".into(),
-        ],
-        vec![
-            "fetch".into(),
-            "--check-args".into(),
-            "http://127.0.0.1:1/x".into(),
-            "-o".into(),
-            path(&out_file),
-        ],
-        vec![
-            "git-shallow".into(),
-            "--check-args".into(),
-            "http://127.0.0.1:1/r".into(),
-            path(&dir.join("repo")),
-        ],
     ];
-    for mut args in cases {
-        args.extend(["--".into(), "echo".into(), "hi".into()]);
-        initbox(&args)
+    for args in succeeding {
+        initbox(chain(&args))
             .run()
-            .code(64)
-            .stderr_has("after '--'")
-            .stderr_has("echo");
+            .success()
+            .stdout_has("ran after ok");
     }
     use std::os::unix::fs::PermissionsExt;
-    assert_ne!(
+    assert_eq!(
         std::fs::metadata(&tree).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    assert!(!out_file.exists());
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "x");
+    let failing = [
+        vec![
+            "chmod-tree".into(),
+            "--mode".into(),
+            "0700".into(),
+            path(&dir.join("missing")),
+        ],
+        vec![
+            "render-template".into(),
+            path(&dir.join("missing.tmpl")),
+            path(&out_file),
+        ],
+    ];
+    for args in failing {
+        let out = initbox(chain(&args)).run();
+        out.code(66);
+        assert!(!out.stdout.contains("ran after"), "{}", out.stdout);
+    }
 }
 
 /// Issue 9 #23: `--timeout 0.0000001ms` meant "no deadline"; a nonzero value below 1 ms is 64.

@@ -438,3 +438,40 @@ fn issue_9_14_chmod_tree_without_fchmodat2_opens_no_entry() {
         assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "{name}");
     }
 }
+
+/// Issue 12: `docker stop` of `init -- app` whose app traps SIGTERM and exits 0: the container
+/// exits 0 at once, not 137 after docker's 10 s.
+#[test]
+fn issue_12_docker_stop_of_init_forwards_sigterm_and_passes_exit_0() {
+    let Some((mut lab, image)) =
+        lab_with_image("issue_12_docker_stop_of_init_forwards_sigterm_and_passes_exit_0")
+    else {
+        return;
+    };
+    let busybox = crate::util::require_tool("busybox");
+    let mount = format!("{}:/busybox:ro", busybox.display());
+    let app = lab.container("app");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &app,
+        "-v",
+        &mount,
+        &image,
+        "init",
+        "--",
+        "/busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do /busybox sleep 1 </busybox & wait $!; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    docker_ok(&["stop", "--time", "10", &app]);
+    let stopped_after = started.elapsed();
+    let code = docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", &app]);
+    let logs = docker(&["logs", &app]).2;
+    assert_eq!(code, "0", "{logs}");
+    assert!(stopped_after < Duration::from_secs(1), "{stopped_after:?}");
+}

@@ -16,6 +16,10 @@ fn initbox_invocations(node: &Value, found: &mut Vec<Vec<String>>) {
                     found.extend(containers.iter().filter_map(invocation));
                 }
             }
+            // A lifecycle hook (`preStop: {exec: {command: [...]}}`) runs initbox too.
+            if let Some(hook) = map.get("exec") {
+                found.extend(invocation(hook));
+            }
             for value in map.values() {
                 initbox_invocations(value, found);
             }
@@ -76,7 +80,14 @@ fn every_example_command_line_parses() {
             initbox_invocations(&value, &mut found);
         }
         assert!(!found.is_empty(), "{} runs no initbox", path.display());
-        for argv in found {
+        while let Some(argv) = found.pop() {
+            // Chain-loading: `-- /initbox APPLET ...` is another invocation to check.
+            if let Some(at) = argv
+                .windows(2)
+                .position(|w| w[0] == "--" && w[1].ends_with("/initbox"))
+            {
+                found.push(argv[at + 2..].to_vec());
+            }
             // Before a `--`: after it, the flag would belong to the command to exec.
             let mut checked = argv.clone();
             let at = checked
@@ -96,8 +107,8 @@ fn every_example_command_line_parses() {
         }
     }
     assert!(
-        files >= 6,
-        "expected the six example manifests, found {files}"
+        files >= 7,
+        "expected the seven example manifests, found {files}"
     );
     for applet in crate::dispatch::APPLETS {
         assert!(
