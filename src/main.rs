@@ -148,12 +148,10 @@ fn overview() -> String {
 }
 
 fn applet_help(applet: &Applet) -> String {
-    format!(
-        "{}\n\n{}\n\n{}\n",
-        applet.usage,
-        cli::COMMON_OPTIONS,
-        error::EXIT_CODES
-    )
+    let mut blocks = vec![applet.usage];
+    blocks.extend(applet.shared_options);
+    blocks.extend([cli::COMMON_OPTIONS, error::EXIT_CODES]);
+    format!("{}\n", blocks.join("\n\n"))
 }
 
 fn version() -> String {

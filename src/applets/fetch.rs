@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::atomic::{parse_mode, AtomicFile, Owner};
-use crate::cli::{format_duration, parse_duration, parse_size, Args};
+use crate::cli::{format_duration, parse_size, Args};
 use crate::error::Error;
 use crate::hex::encode as hex;
-use crate::http::{self, Client, Header, Settings, Url};
+use crate::http::{self, Client, Failure, Header, Retries, Url};
 use crate::log;
-use crate::retry::Backoff;
 use crate::supervisor::{Deadline, Job};
 
 pub const USAGE: &str = "\
@@ -33,36 +32,15 @@ Download URL (http:// or https://) to PATH atomically: the body goes to a
 temporary file beside PATH, is checked, synced, and renamed over PATH. On any
 failure, timeout or signal, PATH keeps its old content. '-o -' writes to stdout.
 
-HTTPS certificates are verified against the embedded Mozilla roots, plus
---ca-file and SSL_CERT_FILE. Verification cannot be turned off.
-
 OPTIONS
     -o, --output PATH         destination file, or - for stdout (required)
     --sha256 HEX              expected SHA-256 of the body; mismatch exits 79
     --max-size SIZE           fail beyond this many bytes, e.g. 100M (exit 76)
     --mode MODE               file mode of PATH (default 0644)
     --owner UID[:GID]         numeric owner of PATH
-    --header 'NAME: VALUE'    extra request header (repeatable)
-    --header-from-env NAME=VAR
-                              header NAME with the value of environment
-                              variable VAR, kept off the command line (repeatable)
-    --bearer-file PATH        send 'Authorization: Bearer' with the token in PATH
-                              (e.g. a mounted Secret)
-    --basic-auth-from-env VAR basic auth from VAR holding 'user:password'
-                              (or put user:password@ in the URL)
-    --ca-file PEM             also trust the certificates in PEM (repeatable)
-    --ca-file-only            trust only --ca-file, not the Mozilla roots
-    --retries N               retries after connect errors, timeouts, 5xx and 429
-                              (default 3; backoff with jitter; Retry-After honoured)
-    --connect-timeout DURATION
-                              limit for one connection attempt (default 10s)
-    --read-timeout DURATION   a response silent this long is cut off and retried
-                              (default 30s)
     --timeout DURATION        overall deadline, retries included (default 5m)
 
-Proxies come from HTTPS_PROXY/https_proxy, http_proxy (lower case only),
-ALL_PROXY and NO_PROXY. Gzip content-encoding is decoded. Secrets (URL
-passwords, credential headers) are never printed.
+Gzip content-encoding is decoded. The HTTP OPTIONS below apply as well.
 
 EXAMPLES
     initbox fetch https://config.example/app.yaml -o /config/app.yaml
@@ -71,10 +49,7 @@ EXAMPLES
     initbox fetch https://vault.internal/v1/cfg -o /config/cfg.json \\
         --bearer-file /var/run/secrets/token --ca-file /etc/ca/ca.pem";
 
-const DEFAULT_RETRIES: u32 = 3;
 const DEFAULT_MODE: u32 = 0o644;
-const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 /// One progress line per this long while a body is being received.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The read buffer; the only per-download memory besides ureq's and rustls's own buffers.
@@ -87,19 +62,14 @@ enum Destination {
 
 struct Request {
     url: Url,
+    /// Filled when the job starts from `http`'s credential options.
     headers: Vec<Header>,
-    /// Read when the job starts (`--check-args` reads none of them): `--bearer-file`,
-    /// `--header-from-env NAME=VAR` specs and the `--basic-auth-from-env` variable.
-    bearer_file: Option<PathBuf>,
-    headers_from_env: Vec<String>,
-    basic_auth_from_env: Option<String>,
     destination: Destination,
     sha256: Option<[u8; 32]>,
     max_size: Option<u64>,
     mode: u32,
     owner: Option<Owner>,
-    retries: u32,
-    settings: Settings,
+    http: http::Options,
 }
 
 pub fn parse(mut args: Args) -> Result<Job, Error> {
@@ -108,40 +78,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     let max_size = args.value("--max-size", parse_size)?;
     let mode = args.value("--mode", parse_mode)?.unwrap_or(DEFAULT_MODE);
     let owner = args.value("--owner", Owner::parse)?;
-    let headers = args
-        .values("--header")?
-        .iter()
-        .map(|text| Header::parse(text).map_err(|e| Error::usage(format!("--header: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let headers_from_env = args.values("--header-from-env")?;
-    for spec in &headers_from_env {
-        split_header_spec(spec)?;
-    }
-    let bearer_file = args.value("--bearer-file", |s| Ok(PathBuf::from(s)))?;
-    let basic_auth_from_env = args.value("--basic-auth-from-env", |s| Ok(s.to_string()))?;
-    let ca_files: Vec<PathBuf> = args
-        .values("--ca-file")?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    let ca_file_only = args.flag("--ca-file-only");
-    let retries = args
-        .value("--retries", |s| {
-            s.parse::<u32>()
-                .map_err(|_| format!("invalid --retries '{s}' (use a count, e.g. 3)"))
-        })?
-        .unwrap_or(DEFAULT_RETRIES);
-    let connect_timeout = args
-        .value("--connect-timeout", parse_duration)?
-        .unwrap_or(http::DEFAULT_CONNECT_TIMEOUT);
-    let read_timeout = args
-        .value("--read-timeout", parse_duration)?
-        .unwrap_or(http::DEFAULT_READ_TIMEOUT);
-    if connect_timeout.is_zero() || read_timeout.is_zero() {
-        return Err(Error::usage(
-            "--connect-timeout and --read-timeout must be more than 0",
-        ));
-    }
+    let http = http::Options::parse(&mut args)?;
     let positionals = args.positionals()?;
     let [url] = positionals.as_slice() else {
         return Err(Error::usage(if positionals.is_empty() {
@@ -160,27 +97,15 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         Some("-") => Destination::Stdout,
         Some(path) => Destination::File(PathBuf::from(path)),
     };
-    if ca_file_only && ca_files.is_empty() {
-        return Err(Error::usage("--ca-file-only needs --ca-file"));
-    }
     let request = Request {
         url,
-        headers,
-        bearer_file,
-        headers_from_env,
-        basic_auth_from_env,
+        headers: Vec::new(),
         destination,
         sha256,
         max_size,
         mode,
         owner,
-        retries,
-        settings: Settings {
-            connect_timeout,
-            read_timeout,
-            ca_files,
-            ca_file_only,
-        },
+        http,
     };
     Ok(Box::new(move |deadline| run(request, deadline)))
 }
@@ -189,43 +114,6 @@ fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let digits = text.strip_prefix("sha256:").unwrap_or(text);
     crate::hex::decode(digits)
         .ok_or_else(|| format!("invalid --sha256 '{text}' (use 64 hex digits)"))
-}
-
-fn split_header_spec(spec: &str) -> Result<(&str, &str), Error> {
-    spec.split_once('=').ok_or_else(|| {
-        Error::usage(format!(
-            "--header-from-env '{spec}': use NAME=VAR, e.g. Authorization=CONFIG_AUTH"
-        ))
-    })
-}
-
-/// The value of an environment variable an option names; unset is missing input (66), as for
-/// a missing file.
-fn env_value(option: &str, var: &str) -> Result<String, Error> {
-    std::env::var(var)
-        .map_err(|_| Error::InputMissing(format!("{option}: variable {var} is not set")))
-}
-
-/// `NAME=VAR`: header NAME with the value of the environment variable VAR.
-fn header_from_env(spec: &str) -> Result<Header, Error> {
-    let (name, var) = split_header_spec(spec)?;
-    let value = env_value(&format!("--header-from-env {name}"), var)?;
-    let header = Header::credential(name.trim(), value.trim());
-    header
-        .validate()
-        .map_err(|e| Error::Data(format!("--header-from-env: {e}")))?;
-    Ok(header)
-}
-
-/// `--basic-auth-from-env VAR`, VAR holding `user:password`.
-fn basic_auth_from_env(var: &str) -> Result<Header, Error> {
-    let value = env_value("--basic-auth-from-env", var)?;
-    let (user, password) = value.split_once(':').ok_or_else(|| {
-        Error::Data(format!(
-            "--basic-auth-from-env: {var} must hold 'user:password'"
-        ))
-    })?;
-    Ok(http::basic_auth(user, password))
 }
 
 /// Sizes for humans: `512 B`, `1.5 KiB`, `100.0 MiB`, `1.0 GiB`.
@@ -249,92 +137,17 @@ fn rate(bytes: u64, elapsed: Duration) -> String {
     format!("{}/s", human_size((bytes as f64 / seconds) as u64))
 }
 
-/// Why one attempt failed, and whether another may succeed.
-struct Failure {
-    error: Error,
-    retry: bool,
-    retry_after: Option<Duration>,
-}
-
-impl Failure {
-    fn fatal(error: Error) -> Failure {
-        Failure {
-            error,
-            retry: false,
-            retry_after: None,
-        }
-    }
-
-    fn classified(error: Error) -> Failure {
-        let retry = http::is_transient(&error);
-        Failure {
-            error,
-            retry,
-            retry_after: None,
-        }
-    }
-}
-
 fn run(mut request: Request, deadline: &Deadline) -> Result<(), Error> {
-    for spec in std::mem::take(&mut request.headers_from_env) {
-        request.headers.push(header_from_env(&spec)?);
-    }
-    if let Some(var) = request.basic_auth_from_env.take() {
-        request.headers.push(basic_auth_from_env(&var)?);
-    }
-    if let Some(path) = request.bearer_file.take() {
-        request.headers.push(http::bearer_from_file(&path)?);
-    }
-    let client = Client::new(&request.settings, deadline)?;
-    let mut backoff = Backoff::exponential(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
-    let attempts = request.retries + 1;
-    for attempt in 1..=attempts {
-        let failure = match attempt_once(&client, &request, deadline) {
+    request.headers = request.http.credential_headers()?;
+    let client = Client::new(&request.http, deadline)?;
+    let mut retries = Retries::new(client.retries());
+    let what = format!("GET {}", request.url);
+    loop {
+        match attempt_once(&client, &request, deadline) {
             Ok(()) => return Ok(()),
-            Err(failure) => failure,
-        };
-        // A signal or the deadline ends the job, whatever the attempt's own error says.
-        deadline.check(format!("GET {}", request.url))?;
-        if !failure.retry || attempt == attempts {
-            return Err(failure.error);
+            Err(failure) => retries.pause(failure, &what, deadline)?,
         }
-        let pause = failure.retry_after.unwrap_or_else(|| backoff.next_delay());
-        if deadline.remaining().is_some_and(|left| left <= pause) {
-            log::warn(
-                &format!(
-                    "no time left to retry in {} (--timeout)",
-                    format_duration(pause)
-                ),
-                &[],
-            );
-            return Err(failure.error);
-        }
-        log::warn(
-            &format!(
-                "{}; retrying in {} (attempt {} of {attempts})",
-                failure.error,
-                format_duration(pause),
-                attempt + 1
-            ),
-            &[
-                ("url", json!(request.url.to_string())),
-                ("error", json!(failure.error.to_string())),
-                ("attempt", json!(attempt + 1)),
-                ("pause_ms", json!(pause.as_millis() as u64)),
-            ],
-        );
-        sleep_checking(pause, deadline, &request.url)?;
     }
-    unreachable!("the last attempt returns")
-}
-
-fn sleep_checking(pause: Duration, deadline: &Deadline, url: &Url) -> Result<(), Error> {
-    let until = Instant::now() + pause;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        deadline.check(format!("GET {url}"))?;
-        std::thread::sleep(left.min(Duration::from_millis(50)));
-    }
-    Ok(())
 }
 
 /// Where the body goes during one attempt. Stdout is written through a duplicate of its
@@ -426,11 +239,7 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
         .get(&request.url, &request.headers)
         .map_err(Failure::classified)?;
     if !response.is_success() {
-        return Err(Failure {
-            error: response.status_error(),
-            retry: response.is_transient(),
-            retry_after: response.retry_after(),
-        });
+        return Err(Failure::status(&response));
     }
     let total = response.content_length();
     let final_url = response.url.clone();
@@ -623,12 +432,5 @@ mod tests {
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(1 << 30), "1.0 GiB");
-    }
-
-    #[test]
-    fn header_from_env_names_the_variable_not_its_value() {
-        let err = header_from_env("Authorization=INITBOX_TEST_UNSET_VARIABLE").unwrap_err();
-        assert!(err.to_string().contains("INITBOX_TEST_UNSET_VARIABLE"));
-        assert!(header_from_env("no-equals-sign").is_err());
     }
 }

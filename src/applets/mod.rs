@@ -26,6 +26,8 @@ pub struct Applet {
     /// Usage, options with defaults, and examples; `--help` appends the common options and the
     /// exit codes.
     pub usage: &'static str,
+    /// Option sets shared with other applets (`http::HELP`), printed after `usage`.
+    pub shared_options: &'static [&'static str],
     /// The deadline when `--timeout` is not given; `None` waits forever.
     pub default_timeout: Option<Duration>,
     /// Parses the applet's own options (the common ones are already taken) into the work to run.
@@ -38,6 +40,7 @@ pub const APPLETS: &[Applet] = &[
         name: "wait-tcp",
         summary: "wait until TCP ports accept connections, then optionally exec a command",
         usage: wait_tcp::USAGE,
+        shared_options: &[],
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
     },
@@ -46,6 +49,7 @@ pub const APPLETS: &[Applet] = &[
         name: "fetch",
         summary: "download a file over HTTP(S) atomically, with checksum, retries and deadline",
         usage: fetch::USAGE,
+        shared_options: &[crate::http::HELP],
         default_timeout: Some(Duration::from_secs(300)),
         parse: fetch::parse,
     },
@@ -54,6 +58,7 @@ pub const APPLETS: &[Applet] = &[
         name: "render-template",
         summary: "render ${VAR} templates from the environment or JSON values, atomically",
         usage: render_template::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: render_template::parse,
     },
@@ -62,6 +67,7 @@ pub const APPLETS: &[Applet] = &[
         name: "chmod-tree",
         summary: "set mode and owner over directory trees, never following symlinks",
         usage: chmod_tree::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: chmod_tree::parse,
     },
@@ -70,6 +76,7 @@ pub const APPLETS: &[Applet] = &[
         name: "sysctl",
         summary: "set and read kernel parameters in /proc/sys, as procps sysctl",
         usage: sysctl::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: sysctl::parse,
     },
@@ -78,6 +85,7 @@ pub const APPLETS: &[Applet] = &[
         name: "git-shallow",
         summary: "check out one commit of a git repository over HTTP(S), with no git installed",
         usage: git::USAGE,
+        shared_options: &[crate::http::HELP],
         default_timeout: Some(git::DEFAULT_TIMEOUT),
         parse: git::parse,
     },
