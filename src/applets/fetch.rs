@@ -1,18 +1,17 @@
 //! `fetch`: download a file over HTTP(S) into a volume, atomically.
 //!
-//! The body streams through a fixed buffer into a temporary file beside the destination while
-//! its SHA-256 is computed, so memory stays constant whatever the size. Only a complete body
+//! The body streams through one fixed buffer into a temporary file beside the destination (its
+//! SHA-256 computed on the way only when `--sha256` or `--print-sha256` asks), so memory stays
+//! constant whatever the size. Only a complete body
 //! with the right size and checksum is given its mode and owner, synced and renamed over the
 //! destination; any failure, timeout or signal removes the temporary and leaves the old file.
 //! Connect errors, timeouts (including a server that stalls mid-body), 5xx and 429 are retried
 //! with backoff and jitter, honouring `Retry-After` as long as the deadline allows. The client
-//! itself (trust, proxies, redirects, error mapping) lives in `http.rs`.
+//! itself (trust, proxies, redirects, error mapping) lives in `src/http/`.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -35,6 +34,8 @@ failure, timeout or signal, PATH keeps its old content. '-o -' writes to stdout.
 OPTIONS
     -o, --output PATH         destination file, or - for stdout (required)
     --sha256 HEX              expected SHA-256 of the body; mismatch exits 79
+    --print-sha256            print the body's SHA-256 as sha256sum does (on
+                              stdout; on stderr with -o -)
     --max-size SIZE           fail beyond this many bytes, e.g. 100M (exit 76)
     --mode MODE               file mode of PATH (default 0644)
     --owner UID[:GID]         numeric owner of PATH
@@ -53,7 +54,7 @@ const DEFAULT_MODE: u32 = 0o644;
 /// One progress line per this long while a body is being received.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The read buffer; the only per-download memory besides ureq's and rustls's own buffers.
-const BUFFER_SIZE: usize = 64 * 1024;
+const BUFFER_SIZE: usize = 256 * 1024;
 
 enum Destination {
     Stdout,
@@ -66,6 +67,7 @@ struct Request {
     headers: Vec<Header>,
     destination: Destination,
     sha256: Option<[u8; 32]>,
+    print_sha256: bool,
     max_size: Option<u64>,
     mode: u32,
     owner: Option<Owner>,
@@ -75,6 +77,7 @@ struct Request {
 pub fn parse(mut args: Args) -> Result<Job, Error> {
     let output = args.value(["-o", "--output"], |s| Ok(s.to_string()))?;
     let sha256 = args.value("--sha256", parse_sha256)?;
+    let print_sha256 = args.flag("--print-sha256");
     let max_size = args.value("--max-size", parse_size)?;
     let mode = args.value("--mode", parse_mode)?.unwrap_or(DEFAULT_MODE);
     let owner = args.value("--owner", Owner::parse)?;
@@ -102,6 +105,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         headers: Vec::new(),
         destination,
         sha256,
+        print_sha256,
         max_size,
         mode,
         owner,
@@ -157,72 +161,9 @@ enum Sink {
     File(AtomicFile, PathBuf),
 }
 
-/// How many body buffers may be in flight between the download and the hashing thread.
-const BUFFERS_IN_FLIGHT: usize = 4;
-
-/// SHA-256 of the body on its own thread: hashing overlaps the network and disk I/O instead of
-/// adding to it (it is the largest cost of a fast local download). Buffers go back and forth, so
-/// memory stays at `BUFFERS_IN_FLIGHT` buffers.
-struct BackgroundSha256 {
-    to_hasher: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
-    spare: mpsc::Receiver<Vec<u8>>,
-    allocated: usize,
-    hasher: Option<thread::JoinHandle<[u8; 32]>>,
-}
-
-impl BackgroundSha256 {
-    fn start() -> Result<BackgroundSha256, Error> {
-        let (to_hasher, chunks) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS_IN_FLIGHT);
-        let (give_back, spare) = mpsc::channel();
-        let hasher = thread::Builder::new()
-            .name("sha256".into())
-            .spawn(move || {
-                let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-                for (buffer, len) in chunks {
-                    context.update(&buffer[..len]);
-                    // The downloader may be gone after an error; the buffer is then just freed.
-                    let _ = give_back.send(buffer);
-                }
-                let mut digest = [0u8; 32];
-                digest.copy_from_slice(context.finish().as_ref());
-                digest
-            })
-            .map_err(|e| Error::Internal(format!("cannot start the hashing thread: {e}")))?;
-        Ok(BackgroundSha256 {
-            to_hasher: Some(to_hasher),
-            spare,
-            allocated: 0,
-            hasher: Some(hasher),
-        })
-    }
-
-    /// A buffer to read the next chunk into: a returned one, or a new one while fewer than
-    /// `BUFFERS_IN_FLIGHT` exist.
-    fn buffer(&mut self) -> Vec<u8> {
-        if let Ok(buffer) = self.spare.try_recv() {
-            return buffer;
-        }
-        if self.allocated < BUFFERS_IN_FLIGHT {
-            self.allocated += 1;
-            return vec![0u8; BUFFER_SIZE];
-        }
-        self.spare.recv().unwrap_or_else(|_| vec![0u8; BUFFER_SIZE])
-    }
-
-    fn update(&mut self, buffer: Vec<u8>, len: usize) {
-        if let Some(to_hasher) = &self.to_hasher {
-            let _ = to_hasher.send((buffer, len));
-        }
-    }
-
-    fn finish(mut self) -> Result<[u8; 32], Error> {
-        drop(self.to_hasher.take());
-        self.hasher
-            .take()
-            .and_then(|hasher| hasher.join().ok())
-            .ok_or_else(|| Error::Internal("the hashing thread failed".into()))
-    }
-}
+/// The SHA-256 of the body, computed only when `--sha256` or `--print-sha256` uses it: on a
+/// node without SHA extensions it costs more CPU than the rest of the download together.
+type Digest = Option<ring::digest::Context>;
 
 impl Sink {
     fn label(&self) -> String {
@@ -242,88 +183,30 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
         return Err(Failure::status(&response));
     }
     let total = response.content_length();
-    let final_url = response.url.clone();
+    let url = response.url.clone();
     if let (Some(limit), Some(total)) = (request.max_size, total) {
         if total > limit {
-            return Err(Failure::fatal(too_large(&final_url, total, limit)));
+            return Err(Failure::fatal(too_large(&url, total, limit)));
         }
     }
-    let mut sink = match &request.destination {
-        Destination::Stdout => Sink::Stdout(
-            std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .map(std::fs::File::from)
-                .map_err(|e| Failure::fatal(Error::io("stdout", &e)))?,
-        ),
-        Destination::File(path) => {
-            refuse_special_file(path).map_err(Failure::fatal)?;
-            Sink::File(
-                AtomicFile::create(path).map_err(Failure::fatal)?,
-                path.clone(),
-            )
-        }
-    };
+    let mut sink = open_sink(&request.destination).map_err(Failure::fatal)?;
+    let mut digest: Digest = (request.sha256.is_some() || request.print_sha256)
+        .then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    let received = stream(
+        response.into_body(),
+        &mut sink,
+        &mut digest,
+        request,
+        deadline,
+        total,
+    )?;
+    let digest = digest.map(|context| {
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(context.finish().as_ref());
+        bytes
+    });
+    verify(request, &url, &sink, digest).map_err(Failure::fatal)?;
     let label = sink.label();
-    let mut body = response.into_body();
-    let mut hasher = BackgroundSha256::start().map_err(Failure::fatal)?;
-    let mut received: u64 = 0;
-    let mut last_progress = Instant::now();
-    loop {
-        let mut buffer = hasher.buffer();
-        let count = match body.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(count) => count,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let error = body.error(e);
-                // Bytes already on stdout cannot be taken back: no retry there.
-                let retry = http::is_transient(&error)
-                    && !(matches!(sink, Sink::Stdout(_)) && received > 0);
-                return Err(Failure {
-                    error,
-                    retry,
-                    retry_after: None,
-                });
-            }
-        };
-        let chunk = &buffer[..count];
-        received += count as u64;
-        if let Some(limit) = request.max_size {
-            if received > limit {
-                return Err(Failure::fatal(too_large(&final_url, received, limit)));
-            }
-        }
-        let written = match &mut sink {
-            Sink::Stdout(out) => out.write_all(chunk),
-            Sink::File(file, _) => file.write_all(chunk),
-        };
-        written.map_err(|e| Failure::fatal(Error::io(&label, &e)))?;
-        hasher.update(buffer, count);
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            progress(&label, received, total, started.elapsed());
-            if deadline.expired() {
-                return Err(Failure::fatal(
-                    deadline.timeout_error(format!("GET {final_url}")),
-                ));
-            }
-        }
-    }
-    let digest = hasher.finish().map_err(Failure::fatal)?;
-    if let Some(expected) = request.sha256 {
-        if digest != expected {
-            let kept = match &sink {
-                Sink::Stdout(_) => "",
-                Sink::File(..) => " (destination left unchanged)",
-            };
-            return Err(Failure::fatal(Error::Integrity(format!(
-                "GET {final_url}: SHA-256 mismatch: expected {}, got {}{kept}",
-                hex(&expected),
-                hex(&digest)
-            ))));
-        }
-    }
     match sink {
         Sink::Stdout(mut out) => out
             .flush()
@@ -332,24 +215,149 @@ fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Resu
             .commit(request.mode, request.owner)
             .map_err(Failure::fatal)?,
     }
-    let elapsed = started.elapsed();
+    report(request, &url, &label, received, started.elapsed(), digest).map_err(Failure::fatal)
+}
+
+fn open_sink(destination: &Destination) -> Result<Sink, Error> {
+    Ok(match destination {
+        Destination::Stdout => Sink::Stdout(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+                .map_err(|e| Error::io("stdout", &e))?,
+        ),
+        Destination::File(path) => {
+            refuse_special_file(path)?;
+            Sink::File(AtomicFile::create(path)?, path.clone())
+        }
+    })
+}
+
+/// Copies the body into the sink through one large buffer, hashing it when asked; returns the
+/// byte count. Large reads keep the per-byte cost down: each read is a syscall and a pass of
+/// ureq's and rustls's bookkeeping.
+fn stream(
+    mut body: http::BodyReader,
+    sink: &mut Sink,
+    digest: &mut Digest,
+    request: &Request,
+    deadline: &Deadline,
+    total: Option<u64>,
+) -> Result<u64, Failure> {
+    let started = Instant::now();
+    let label = sink.label();
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut received: u64 = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let count = match body.read(&mut buffer) {
+            Ok(0) => return Ok(received),
+            Ok(count) => count,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let error = body.error(e);
+                // Bytes already on stdout cannot be taken back: no retry there.
+                let retry = http::is_transient(&error)
+                    && !(matches!(sink, Sink::Stdout(_)) && received > 0);
+                return Err(Failure {
+                    retry,
+                    ..Failure::fatal(error)
+                });
+            }
+        };
+        let chunk = &buffer[..count];
+        received += count as u64;
+        if let Some(limit) = request.max_size {
+            if received > limit {
+                return Err(Failure::fatal(too_large(&request.url, received, limit)));
+            }
+        }
+        let written = match sink {
+            Sink::Stdout(out) => out.write_all(chunk),
+            Sink::File(file, _) => file.write_all(chunk),
+        };
+        written.map_err(|e| Failure::fatal(Error::io(&label, &e)))?;
+        if let Some(context) = digest {
+            context.update(chunk);
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            progress(&label, received, total, started.elapsed());
+            if deadline.expired() {
+                return Err(Failure::fatal(
+                    deadline.timeout_error(format!("GET {}", request.url)),
+                ));
+            }
+        }
+    }
+}
+
+/// `--sha256`: the whole body must have the expected digest.
+fn verify(
+    request: &Request,
+    url: &Url,
+    sink: &Sink,
+    digest: Option<[u8; 32]>,
+) -> Result<(), Error> {
+    let (Some(expected), Some(digest)) = (request.sha256, digest) else {
+        return Ok(());
+    };
+    if digest == expected {
+        return Ok(());
+    }
+    let kept = match sink {
+        Sink::Stdout(_) => "",
+        Sink::File(..) => " (destination left unchanged)",
+    };
+    Err(Error::Integrity(format!(
+        "GET {url}: SHA-256 mismatch: expected {}, got {}{kept}",
+        hex(&expected),
+        hex(&digest)
+    )))
+}
+
+/// The final log line, and with `--print-sha256` the digest as `sha256sum` prints it: on stdout,
+/// or on stderr when the body went to stdout.
+fn report(
+    request: &Request,
+    url: &Url,
+    label: &str,
+    received: u64,
+    elapsed: Duration,
+    digest: Option<[u8; 32]>,
+) -> Result<(), Error> {
+    let digest = digest.map(|d| hex(&d));
+    let shown = digest
+        .as_ref()
+        .map(|d| format!(", sha256 {d}"))
+        .unwrap_or_default();
     log::info(
         &format!(
-            "{final_url} -> {label}: {} in {} ({}), sha256 {}",
+            "{url} -> {label}: {} in {} ({}){shown}",
             human_size(received),
             format_duration(elapsed),
             rate(received, elapsed),
-            hex(&digest)
         ),
         &[
-            ("url", json!(final_url.to_string())),
+            ("url", json!(url.to_string())),
             ("output", json!(label)),
             ("bytes", json!(received)),
             ("elapsed_ms", json!(elapsed.as_millis() as u64)),
-            ("sha256", json!(hex(&digest))),
+            ("sha256", json!(digest)),
         ],
     );
-    Ok(())
+    match (&digest, &request.destination) {
+        (Some(digest), _) if request.print_sha256 => {
+            let line = format!("{digest}  {label}\n");
+            let written = match request.destination {
+                Destination::Stdout => std::io::stderr().write_all(line.as_bytes()),
+                Destination::File(_) => std::io::stdout().write_all(line.as_bytes()),
+            };
+            written.map_err(|e| Error::io("--print-sha256", &e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The rename into place would replace whatever PATH names (through a symlink, what it points

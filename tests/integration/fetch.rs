@@ -242,6 +242,7 @@ fn downloads_atomically_with_mode() {
         dest.to_str().unwrap(),
         "--mode",
         "0600",
+        "--print-sha256",
     ])
     .run()
     .success()
@@ -264,6 +265,34 @@ fn downloads_atomically_with_mode() {
         .run()
         .success()
         .stdout_has(HELLO);
+}
+
+/// Issue 10: the SHA-256 was computed (and logged) on every download, needed or not; now only
+/// `--sha256` (verify) and `--print-sha256` (report, as sha256sum prints it) pay for it.
+#[test]
+fn issue_10_the_digest_is_computed_only_when_used() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-digest");
+    let dest = out.join("zeros.bin");
+    let dest_text = dest.to_str().unwrap();
+    let url = nginx.url("/zeros.bin");
+    initbox(["fetch", &url, "-o", dest_text])
+        .run()
+        .success()
+        .stderr_lacks("sha256");
+    initbox(["fetch", &url, "-o", dest_text, "--print-sha256"])
+        .run()
+        .success()
+        .stdout_has(&format!("{ZEROS_64K_SHA256}  {dest_text}\n"));
+    initbox(["fetch", &url, "-o", dest_text, "--sha256", ZEROS_64K_SHA256])
+        .run()
+        .success()
+        .stderr_has(ZEROS_64K_SHA256);
+    // With the body on stdout, the digest line goes to stderr.
+    initbox(["fetch", &url, "-o", "-", "--print-sha256"])
+        .run()
+        .success()
+        .stderr_has(&format!("{ZEROS_64K_SHA256}  stdout\n"));
 }
 
 #[test]
