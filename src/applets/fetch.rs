@@ -146,8 +146,9 @@ fn run(mut request: Request, deadline: &Deadline) -> Result<(), Error> {
     let client = Client::new(&request.http, deadline)?;
     let mut retries = Retries::new(client.retries());
     let what = format!("GET {}", request.url);
+    let mut partial = None;
     loop {
-        match attempt_once(&client, &request, deadline) {
+        match attempt_once(&client, &request, deadline, &mut partial) {
             Ok(()) => return Ok(()),
             Err(failure) => retries.pause(failure, &what, deadline)?,
         }
@@ -174,32 +175,126 @@ impl Sink {
     }
 }
 
-fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Result<(), Failure> {
+/// A body cut off part-way by a transient failure, kept so the next attempt asks only for the
+/// rest (issue 10: a 5 GB artifact dying at 90% must not start from zero). Only for a file
+/// destination and a server that offered `Accept-Ranges: bytes` with a validator.
+struct Partial {
+    sink: Sink,
+    received: u64,
+    digest: Digest,
+    /// A strong `ETag` or `Last-Modified`, sent as `If-Range`: a changed file comes back whole.
+    validator: String,
+}
+
+/// The `If-Range` validator a response allows a resume with: a strong `ETag` (a weak one may
+/// not be used for ranges, RFC 9110 section 13.1.5), else `Last-Modified`; `None` when the
+/// server does not take byte ranges or the body is content-encoded or of unknown length.
+fn resume_validator(response: &http::Response) -> Option<String> {
+    // Ranges count encoded bytes, the sink decoded ones.
+    response.content_length()?;
+    let ranges = response.header("accept-ranges")?;
+    if !ranges
+        .split(',')
+        .any(|unit| unit.trim().eq_ignore_ascii_case("bytes"))
+    {
+        return None;
+    }
+    let etag = response.header("etag").filter(|tag| !tag.starts_with("W/"));
+    etag.or_else(|| response.header("last-modified"))
+        .map(|v| v.trim().to_string())
+}
+
+/// Whether a `206` continues at `offset`: `Content-Range: bytes OFFSET-...`.
+fn continues_at(response: &http::Response, offset: u64) -> bool {
+    response
+        .header("content-range")
+        .and_then(|range| range.trim().strip_prefix("bytes "))
+        .and_then(|range| range.split('-').next())
+        .and_then(|first| first.trim().parse::<u64>().ok())
+        == Some(offset)
+}
+
+fn attempt_once(
+    client: &Client,
+    request: &Request,
+    deadline: &Deadline,
+    partial: &mut Option<Partial>,
+) -> Result<(), Failure> {
     let started = Instant::now();
+    let mut headers = request.headers.clone();
+    if let Some(partial) = partial.as_ref() {
+        headers.push(Header::new("Range", format!("bytes={}-", partial.received)));
+        headers.push(Header::new("If-Range", partial.validator.clone()));
+    }
     let response = client
-        .get(&request.url, &request.headers)
+        .get(&request.url, &headers)
         .map_err(Failure::classified)?;
     if !response.is_success() {
         return Err(Failure::status(&response));
     }
-    let total = response.content_length();
     let url = response.url.clone();
+    let resumed = match partial.take() {
+        Some(kept) if response.status == 206 && continues_at(&response, kept.received) => {
+            Some(kept)
+        }
+        // A 200 to a ranged request: the file changed (or ranges are off); the temporary of
+        // the broken attempt is dropped, and the body starts over.
+        Some(_) if response.status == 200 => None,
+        _ if response.status == 206 => {
+            return Err(Failure::fatal(Error::Remote(format!(
+                "GET {url}: unexpected partial content ({})",
+                response
+                    .header("content-range")
+                    .unwrap_or("no Content-Range")
+            ))))
+        }
+        _ => None,
+    };
+    let validator = resume_validator(&response).or(resumed.as_ref().map(|p| p.validator.clone()));
+    let (mut sink, mut received, mut digest) = match resumed {
+        Some(kept) => {
+            log::info(
+                &format!("{url}: resuming at byte {}", kept.received),
+                &[
+                    ("url", json!(url.to_string())),
+                    ("offset", json!(kept.received)),
+                ],
+            );
+            (kept.sink, kept.received, kept.digest)
+        }
+        None => (
+            open_sink(&request.destination).map_err(Failure::fatal)?,
+            0,
+            (request.sha256.is_some() || request.print_sha256)
+                .then(|| ring::digest::Context::new(&ring::digest::SHA256)),
+        ),
+    };
+    let total = response.content_length().map(|rest| rest + received);
     if let (Some(limit), Some(total)) = (request.max_size, total) {
         if total > limit {
             return Err(Failure::fatal(too_large(&url, total, limit)));
         }
     }
-    let mut sink = open_sink(&request.destination).map_err(Failure::fatal)?;
-    let mut digest: Digest = (request.sha256.is_some() || request.print_sha256)
-        .then(|| ring::digest::Context::new(&ring::digest::SHA256));
-    let received = stream(
+    let streamed = stream(
         response.into_body(),
         &mut sink,
         &mut digest,
+        &mut received,
         request,
         deadline,
         total,
-    )?;
+    );
+    if let Err(failure) = streamed {
+        if let (true, Some(validator), Sink::File(..)) = (failure.retry, validator, &sink) {
+            *partial = Some(Partial {
+                sink,
+                received,
+                digest,
+                validator,
+            });
+        }
+        return Err(failure);
+    }
     let digest = digest.map(|context| {
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(context.finish().as_ref());
@@ -234,32 +329,32 @@ fn open_sink(destination: &Destination) -> Result<Sink, Error> {
     })
 }
 
-/// Copies the body into the sink through one large buffer, hashing it when asked; returns the
-/// byte count. Large reads keep the per-byte cost down: each read is a syscall and a pass of
+/// Copies the body into the sink through one large buffer, hashing it when asked, counting
+/// into `received` (which a resumed body starts above zero). Large reads keep the per-byte cost down: each read is a syscall and a pass of
 /// ureq's and rustls's bookkeeping.
 fn stream(
     mut body: http::BodyReader,
     sink: &mut Sink,
     digest: &mut Digest,
+    received: &mut u64,
     request: &Request,
     deadline: &Deadline,
     total: Option<u64>,
-) -> Result<u64, Failure> {
+) -> Result<(), Failure> {
     let started = Instant::now();
     let label = sink.label();
     let mut buffer = vec![0u8; BUFFER_SIZE];
-    let mut received: u64 = 0;
     let mut last_progress = Instant::now();
     loop {
         let count = match body.read(&mut buffer) {
-            Ok(0) => return Ok(received),
+            Ok(0) => return Ok(()),
             Ok(count) => count,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let error = body.error(e);
                 // Bytes already on stdout cannot be taken back: no retry there.
                 let retry = http::is_transient(&error)
-                    && !(matches!(sink, Sink::Stdout(_)) && received > 0);
+                    && !(matches!(sink, Sink::Stdout(_)) && *received > 0);
                 return Err(Failure {
                     retry,
                     ..Failure::fatal(error)
@@ -267,10 +362,10 @@ fn stream(
             }
         };
         let chunk = &buffer[..count];
-        received += count as u64;
+        *received += count as u64;
         if let Some(limit) = request.max_size {
-            if received > limit {
-                return Err(Failure::fatal(too_large(&request.url, received, limit)));
+            if *received > limit {
+                return Err(Failure::fatal(too_large(&request.url, *received, limit)));
             }
         }
         let written = match sink {
@@ -283,7 +378,7 @@ fn stream(
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            progress(&label, received, total, started.elapsed());
+            progress(&label, *received, total, started.elapsed());
             if deadline.expired() {
                 return Err(Failure::fatal(
                     deadline.timeout_error(format!("GET {}", request.url)),
