@@ -25,14 +25,17 @@ use crate::log;
 use crate::supervisor::{Deadline, Job};
 
 pub const USAGE: &str = "\
-Usage: initbox fetch [OPTIONS] URL -o PATH
+Usage: initbox fetch [OPTIONS] URL -o PATH [URL -o PATH]...
 
 Download URL (http:// or https://) to PATH atomically: the body goes to a
 temporary file beside PATH, is checked, synced, and renamed over PATH. On any
 failure, timeout or signal, PATH keeps its old content. '-o -' writes to stdout.
+Several URL -o PATH pairs are fetched concurrently (4 at once), all or nothing:
+every PATH is replaced only when every download and check succeeded.
 
 OPTIONS
-    -o, --output PATH         destination file, or - for stdout (required)
+    -o, --output PATH         destination file, or - for stdout (required; one
+                              per URL, in the same order)
     --sha256 HEX              expected SHA-256 of the body; mismatch exits 79
     --print-sha256            print the body's SHA-256 as sha256sum does (on
                               stdout; on stderr with -o -)
@@ -56,11 +59,16 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The read buffer; the only per-download memory besides ureq's and rustls's own buffers.
 const BUFFER_SIZE: usize = 256 * 1024;
 
+/// Downloads run at once when several are given.
+const CONCURRENT_DOWNLOADS: usize = 4;
+
+#[derive(Clone)]
 enum Destination {
     Stdout,
     File(PathBuf),
 }
 
+#[derive(Clone)]
 struct Request {
     url: Url,
     /// Filled when the job starts from `http`'s credential options.
@@ -75,43 +83,52 @@ struct Request {
 }
 
 pub fn parse(mut args: Args) -> Result<Job, Error> {
-    let output = args.value(["-o", "--output"], |s| Ok(s.to_string()))?;
+    let outputs = args.values(["-o", "--output"])?;
     let sha256 = args.value("--sha256", parse_sha256)?;
     let print_sha256 = args.flag("--print-sha256");
     let max_size = args.value("--max-size", parse_size)?;
     let mode = args.value("--mode", parse_mode)?.unwrap_or(DEFAULT_MODE);
     let owner = args.value("--owner", Owner::parse)?;
     let http = http::Options::parse(&mut args)?;
-    let positionals = args.positionals()?;
-    let [url] = positionals.as_slice() else {
-        return Err(Error::usage(if positionals.is_empty() {
-            "no URL given".to_string()
-        } else {
-            format!("expected one URL, got {}", positionals.len())
-        }));
-    };
-    let url = Url::parse(url).map_err(Error::Usage)?;
-    let destination = match output.as_deref() {
-        None => {
-            return Err(Error::usage(
-                "no destination: give -o PATH (or -o - for stdout)",
-            ))
+    let urls = args.positionals()?;
+    if urls.is_empty() {
+        return Err(Error::usage("no URL given"));
+    }
+    if outputs.len() != urls.len() {
+        return Err(Error::usage(format!(
+            "give one -o PATH (or -o - for stdout) per URL: {} URL(s), {} -o",
+            urls.len(),
+            outputs.len()
+        )));
+    }
+    let several = urls.len() > 1;
+    if several && (sha256.is_some() || outputs.iter().any(|o| o == "-")) {
+        return Err(Error::usage(
+            "--sha256 and -o - take a single download (one URL)",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut requests = Vec::with_capacity(urls.len());
+    for (url, output) in urls.iter().zip(outputs) {
+        if several && !seen.insert(output.clone()) {
+            return Err(Error::usage(format!("-o {output} is given twice")));
         }
-        Some("-") => Destination::Stdout,
-        Some(path) => Destination::File(PathBuf::from(path)),
-    };
-    let request = Request {
-        url,
-        headers: Vec::new(),
-        destination,
-        sha256,
-        print_sha256,
-        max_size,
-        mode,
-        owner,
-        http,
-    };
-    Ok(Box::new(move |deadline| run(request, deadline)))
+        requests.push(Request {
+            url: Url::parse(url).map_err(Error::Usage)?,
+            headers: Vec::new(),
+            destination: match output.as_str() {
+                "-" => Destination::Stdout,
+                path => Destination::File(PathBuf::from(path)),
+            },
+            sha256,
+            print_sha256,
+            max_size,
+            mode,
+            owner,
+            http: http.clone(),
+        });
+    }
+    Ok(Box::new(move |deadline| run(requests, deadline)))
 }
 
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
@@ -141,17 +158,109 @@ fn rate(bytes: u64, elapsed: Duration) -> String {
     format!("{}/s", human_size((bytes as f64 / seconds) as u64))
 }
 
-fn run(mut request: Request, deadline: &Deadline) -> Result<(), Error> {
-    request.headers = request.http.credential_headers()?;
-    let client = Client::new(&request.http, deadline)?;
+/// Downloads every request (several at once), then commits them all, or none when one failed:
+/// the first error decides the exit code.
+fn run(mut requests: Vec<Request>, deadline: &Deadline) -> Result<(), Error> {
+    let headers = requests[0].http.credential_headers()?;
+    let client = Client::new(&requests[0].http, deadline)?;
+    for request in &mut requests {
+        request.headers = headers.clone();
+    }
+    let finished = if let [request] = requests.as_slice() {
+        vec![download(&client, request, deadline)?]
+    } else {
+        download_all(&client, &requests, deadline)?
+    };
+    for (request, done) in requests.iter().zip(finished) {
+        done.commit(request)?;
+    }
+    Ok(())
+}
+
+/// Up to [`CONCURRENT_DOWNLOADS`] at a time; after the first failure no new one starts, and
+/// the bodies already downloaded are dropped (their temporaries removed).
+fn download_all(
+    client: &Client,
+    requests: &[Request],
+    deadline: &Deadline,
+) -> Result<Vec<Finished>, Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let results: Mutex<Vec<Option<Finished>>> = Mutex::new(requests.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..CONCURRENT_DOWNLOADS.min(requests.len()) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let failed = first_error.lock().map_or(true, |e| e.is_some());
+                let Some(request) = requests.get(index).filter(|_| !failed) else {
+                    return;
+                };
+                match download(client, request, deadline) {
+                    Ok(done) => {
+                        if let Ok(mut results) = results.lock() {
+                            results[index] = Some(done);
+                        }
+                    }
+                    Err(error) => {
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert(error);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(error) = first_error.into_inner().ok().flatten() {
+        return Err(error);
+    }
+    results
+        .into_inner()
+        .map_err(|_| Error::Internal("a download thread failed".into()))?
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Internal("a download thread failed".into()))
+}
+
+/// One download with its retries, up to a checked body that is not committed yet.
+fn download(client: &Client, request: &Request, deadline: &Deadline) -> Result<Finished, Error> {
     let mut retries = Retries::new(client.retries());
     let what = format!("GET {}", request.url);
     let mut partial = None;
     loop {
-        match attempt_once(&client, &request, deadline, &mut partial) {
-            Ok(()) => return Ok(()),
+        match attempt_once(client, request, deadline, &mut partial) {
+            Ok(done) => return Ok(done),
             Err(failure) => retries.pause(failure, &what, deadline)?,
         }
+    }
+}
+
+/// A downloaded and checked body, not in place yet.
+struct Finished {
+    sink: Sink,
+    url: Url,
+    received: u64,
+    elapsed: Duration,
+    digest: Option<[u8; 32]>,
+}
+
+impl Finished {
+    /// Syncs and renames the file into place (or flushes stdout), then reports.
+    fn commit(self, request: &Request) -> Result<(), Error> {
+        let label = self.sink.label();
+        match self.sink {
+            Sink::Stdout(mut out) => out.flush().map_err(|e| Error::io("stdout", &e))?,
+            Sink::File(file, _) => file.commit(request.mode, request.owner)?,
+        }
+        report(
+            request,
+            &self.url,
+            &label,
+            self.received,
+            self.elapsed,
+            self.digest,
+        )
     }
 }
 
@@ -219,7 +328,7 @@ fn attempt_once(
     request: &Request,
     deadline: &Deadline,
     partial: &mut Option<Partial>,
-) -> Result<(), Failure> {
+) -> Result<Finished, Failure> {
     let started = Instant::now();
     let mut headers = request.headers.clone();
     if let Some(partial) = partial.as_ref() {
@@ -301,16 +410,13 @@ fn attempt_once(
         bytes
     });
     verify(request, &url, &sink, digest).map_err(Failure::fatal)?;
-    let label = sink.label();
-    match sink {
-        Sink::Stdout(mut out) => out
-            .flush()
-            .map_err(|e| Failure::fatal(Error::io("stdout", &e)))?,
-        Sink::File(file, _) => file
-            .commit(request.mode, request.owner)
-            .map_err(Failure::fatal)?,
-    }
-    report(request, &url, &label, received, started.elapsed(), digest).map_err(Failure::fatal)
+    Ok(Finished {
+        sink,
+        url,
+        received,
+        elapsed: started.elapsed(),
+        digest,
+    })
 }
 
 fn open_sink(destination: &Destination) -> Result<Sink, Error> {

@@ -1092,3 +1092,71 @@ fn issue_10_a_200_to_a_ranged_request_starts_over() {
     assert_eq!(server.sent.load(Ordering::SeqCst), BREAK_AT + body.len());
     assert_eq!(out.names(), ["artifact.bin"]);
 }
+
+/// Issue 10: several downloads in one run, all or nothing. When all succeed every DEST is in
+/// place; when one fails (404), no DEST is replaced, no temporary is left, and the failure
+/// decides the exit code.
+#[test]
+fn issue_10_several_downloads_are_all_or_nothing() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-several");
+    let (a, b, c) = (out.join("a.txt"), out.join("b.bin"), out.join("c.txt"));
+    let (hello, zeros) = (nginx.url("/hello.txt"), nginx.url("/zeros.bin"));
+    let text = nginx.url("/text.txt");
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    initbox([
+        "fetch",
+        &hello,
+        "-o",
+        &path(&a),
+        &zeros,
+        "-o",
+        &path(&b),
+        &text,
+        "-o",
+        &path(&c),
+    ])
+    .run()
+    .success();
+    assert_eq!(fs::read_to_string(&a).unwrap(), HELLO);
+    assert_eq!(fs::read(&b).unwrap(), vec![0u8; 65536]);
+    assert_eq!(
+        fs::read(&c).unwrap(),
+        fs::read(nginx.www("text.txt")).unwrap()
+    );
+    for file in [&a, &b, &c] {
+        fs::write(file, "old\n").unwrap();
+    }
+    let missing = nginx.url("/missing.txt");
+    initbox([
+        "fetch",
+        &hello,
+        "-o",
+        &path(&a),
+        &missing,
+        "-o",
+        &path(&b),
+        &text,
+        "-o",
+        &path(&c),
+    ])
+    .run()
+    .code(76)
+    .stderr_has("404");
+    for file in [&a, &b, &c] {
+        assert_eq!(
+            fs::read_to_string(file).unwrap(),
+            "old\n",
+            "{}",
+            file.display()
+        );
+    }
+    assert_eq!(out.names(), ["a.txt", "b.bin", "c.txt"]);
+    // Pairs must match up.
+    initbox(["fetch", &hello, "-o", &path(&a), &zeros])
+        .run()
+        .code(64);
+    initbox(["fetch", &hello, "-o", &path(&a), &zeros, "-o", &path(&a)])
+        .run()
+        .code(64);
+}
