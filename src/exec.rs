@@ -16,7 +16,8 @@ use crate::error::{describe_io, Error};
 
 /// Splits `words` (the applet's arguments) at the first `--` that is not an option's value:
 /// returns the applet's own words and the command after the `--` (empty when there is none).
-pub fn split_command(mut words: Vec<OsString>, usage: &str) -> (Vec<OsString>, Vec<OsString>) {
+/// `usages` are the texts that document the applet's options (its own and the shared sets).
+pub fn split_command(mut words: Vec<OsString>, usages: &[&str]) -> (Vec<OsString>, Vec<OsString>) {
     let mut previous_takes_value = false;
     let mut split = None;
     for (index, word) in words.iter().enumerate() {
@@ -27,7 +28,9 @@ pub fn split_command(mut words: Vec<OsString>, usage: &str) -> (Vec<OsString>, V
         }
         previous_takes_value = !previous_takes_value
             && text.starts_with('-')
-            && (takes_value(usage, text) || takes_value(COMMON_OPTIONS, text));
+            && std::iter::once(&COMMON_OPTIONS)
+                .chain(usages)
+                .any(|usage| takes_value(usage, text));
     }
     let Some(split) = split else {
         return (words, Vec::new());
@@ -87,7 +90,7 @@ Usage: initbox demo [OPTIONS] PATH
     --dry-run         change nothing";
 
     fn split(words: &[&str]) -> (Vec<OsString>, Vec<OsString>) {
-        split_command(words.iter().map(OsString::from).collect(), USAGE)
+        split_command(words.iter().map(OsString::from).collect(), &[USAGE])
     }
 
     fn os(words: &[&str]) -> Vec<OsString> {
@@ -113,6 +116,15 @@ Usage: initbox demo [OPTIONS] PATH
         // A flag takes no value: the `--` after it is the split.
         let (own, command) = split(&["--dry-run", "--", "app"]);
         assert_eq!((own, command), (os(&["--dry-run"]), os(&["app"])));
+    }
+
+    #[test]
+    fn shared_option_sets_count_too() {
+        let shared = "    --header 'NAME: VALUE'    extra request header";
+        let words = os(&["URL", "--header", "--", "--", "app"]);
+        let (own, command) = split_command(words, &[USAGE, shared]);
+        assert_eq!(own, os(&["URL", "--header", "--"]));
+        assert_eq!(command, os(&["app"]));
     }
 
     #[test]

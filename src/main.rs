@@ -96,7 +96,10 @@ fn run(
     supervisor: Option<Supervisor>,
 ) -> Result<(), Error> {
     log::set_applet(applet.name);
-    let (words, command) = exec::split_command(words, applet.usage);
+    let usages: Vec<&str> = std::iter::once(applet.usage)
+        .chain(applet.shared_options.iter().copied())
+        .collect();
+    let (words, command) = exec::split_command(words, &usages);
     // init runs the command as its child; every other applet chain-loads it once it succeeded.
     let (own, chained) = match applet.runs_command {
         true => (command, Vec::new()),
@@ -189,12 +192,10 @@ fn overview() -> String {
 }
 
 fn applet_help(applet: &Applet) -> String {
-    format!(
-        "{}\n\n{}\n\n{}\n",
-        applet.usage,
-        cli::COMMON_OPTIONS,
-        error::EXIT_CODES
-    )
+    let mut blocks = vec![applet.usage];
+    blocks.extend(applet.shared_options);
+    blocks.extend([cli::COMMON_OPTIONS, error::EXIT_CODES]);
+    format!("{}\n", blocks.join("\n\n"))
 }
 
 fn version() -> String {

@@ -1,68 +1,50 @@
 //! `fetch`: download a file over HTTP(S) into a volume, atomically.
 //!
-//! The body streams through a fixed buffer into a temporary file beside the destination while
-//! its SHA-256 is computed, so memory stays constant whatever the size. Only a complete body
+//! The body streams through one fixed buffer into a temporary file beside the destination (its
+//! SHA-256 computed on the way only when `--sha256` or `--print-sha256` asks), so memory stays
+//! constant whatever the size. Only a complete body
 //! with the right size and checksum is given its mode and owner, synced and renamed over the
 //! destination; any failure, timeout or signal removes the temporary and leaves the old file.
 //! Connect errors, timeouts (including a server that stalls mid-body), 5xx and 429 are retried
 //! with backoff and jitter, honouring `Retry-After` as long as the deadline allows. The client
-//! itself (trust, proxies, redirects, error mapping) lives in `http.rs`.
+//! itself (trust, proxies, redirects, error mapping) lives in `src/http/`.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::atomic::{parse_mode, AtomicFile, Owner};
-use crate::cli::{format_duration, parse_duration, parse_size, Args};
+use crate::cli::{format_duration, parse_size, Args};
 use crate::error::Error;
 use crate::hex::encode as hex;
-use crate::http::{self, Client, Header, Settings, Url};
+use crate::http::{self, Client, Failure, Header, Retries, Url};
 use crate::log;
-use crate::retry::Backoff;
 use crate::supervisor::{Deadline, Job};
 
 pub const USAGE: &str = "\
-Usage: initbox fetch [OPTIONS] URL -o PATH
+Usage: initbox fetch [OPTIONS] URL -o PATH [URL -o PATH]...
 
 Download URL (http:// or https://) to PATH atomically: the body goes to a
 temporary file beside PATH, is checked, synced, and renamed over PATH. On any
 failure, timeout or signal, PATH keeps its old content. '-o -' writes to stdout.
-
-HTTPS certificates are verified against the embedded Mozilla roots, plus
---ca-file and SSL_CERT_FILE. Verification cannot be turned off.
+Several URL -o PATH pairs are fetched concurrently (4 at once), all or nothing:
+every PATH is replaced only when every download and check succeeded.
 
 OPTIONS
-    -o, --output PATH         destination file, or - for stdout (required)
+    -o, --output PATH         destination file, or - for stdout (required; one
+                              per URL, in the same order)
     --sha256 HEX              expected SHA-256 of the body; mismatch exits 79
+    --print-sha256            print the body's SHA-256 as sha256sum does (on
+                              stdout; on stderr with -o -)
     --max-size SIZE           fail beyond this many bytes, e.g. 100M (exit 76)
     --mode MODE               file mode of PATH (default 0644)
     --owner UID[:GID]         numeric owner of PATH
-    --header 'NAME: VALUE'    extra request header (repeatable)
-    --header-from-env NAME=VAR
-                              header NAME with the value of environment
-                              variable VAR, kept off the command line (repeatable)
-    --bearer-file PATH        send 'Authorization: Bearer' with the token in PATH
-                              (e.g. a mounted Secret)
-    --basic-auth-from-env VAR basic auth from VAR holding 'user:password'
-                              (or put user:password@ in the URL)
-    --ca-file PEM             also trust the certificates in PEM (repeatable)
-    --ca-file-only            trust only --ca-file, not the Mozilla roots
-    --retries N               retries after connect errors, timeouts, 5xx and 429
-                              (default 3; backoff with jitter; Retry-After honoured)
-    --connect-timeout DURATION
-                              limit for one connection attempt (default 10s)
-    --read-timeout DURATION   a response silent this long is cut off and retried
-                              (default 30s)
     --timeout DURATION        overall deadline, retries included (default 5m)
 
-Proxies come from HTTPS_PROXY/https_proxy, http_proxy (lower case only),
-ALL_PROXY and NO_PROXY. Gzip content-encoding is decoded. Secrets (URL
-passwords, credential headers) are never printed.
+Gzip content-encoding is decoded. The HTTP OPTIONS below apply as well.
 
 EXAMPLES
     initbox fetch https://config.example/app.yaml -o /config/app.yaml
@@ -71,161 +53,88 @@ EXAMPLES
     initbox fetch https://vault.internal/v1/cfg -o /config/cfg.json \\
         --bearer-file /var/run/secrets/token --ca-file /etc/ca/ca.pem";
 
-const DEFAULT_RETRIES: u32 = 3;
 const DEFAULT_MODE: u32 = 0o644;
-const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 /// One progress line per this long while a body is being received.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The read buffer; the only per-download memory besides ureq's and rustls's own buffers.
-const BUFFER_SIZE: usize = 64 * 1024;
+const BUFFER_SIZE: usize = 256 * 1024;
 
+/// Downloads run at once when several are given.
+const CONCURRENT_DOWNLOADS: usize = 4;
+
+#[derive(Clone)]
 enum Destination {
     Stdout,
     File(PathBuf),
 }
 
+#[derive(Clone)]
 struct Request {
     url: Url,
+    /// Filled when the job starts from `http`'s credential options.
     headers: Vec<Header>,
-    /// Read when the job starts (`--check-args` reads none of them): `--bearer-file`,
-    /// `--header-from-env NAME=VAR` specs and the `--basic-auth-from-env` variable.
-    bearer_file: Option<PathBuf>,
-    headers_from_env: Vec<String>,
-    basic_auth_from_env: Option<String>,
     destination: Destination,
     sha256: Option<[u8; 32]>,
+    print_sha256: bool,
     max_size: Option<u64>,
     mode: u32,
     owner: Option<Owner>,
-    retries: u32,
-    settings: Settings,
+    http: http::Options,
 }
 
 pub fn parse(mut args: Args) -> Result<Job, Error> {
-    let output = args.value(["-o", "--output"], |s| Ok(s.to_string()))?;
+    let outputs = args.values(["-o", "--output"])?;
     let sha256 = args.value("--sha256", parse_sha256)?;
+    let print_sha256 = args.flag("--print-sha256");
     let max_size = args.value("--max-size", parse_size)?;
     let mode = args.value("--mode", parse_mode)?.unwrap_or(DEFAULT_MODE);
     let owner = args.value("--owner", Owner::parse)?;
-    let headers = args
-        .values("--header")?
-        .iter()
-        .map(|text| Header::parse(text).map_err(|e| Error::usage(format!("--header: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let headers_from_env = args.values("--header-from-env")?;
-    for spec in &headers_from_env {
-        split_header_spec(spec)?;
+    let http = http::Options::parse(&mut args)?;
+    let urls = args.positionals()?;
+    if urls.is_empty() {
+        return Err(Error::usage("no URL given"));
     }
-    let bearer_file = args.value("--bearer-file", |s| Ok(PathBuf::from(s)))?;
-    let basic_auth_from_env = args.value("--basic-auth-from-env", |s| Ok(s.to_string()))?;
-    let ca_files: Vec<PathBuf> = args
-        .values("--ca-file")?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    let ca_file_only = args.flag("--ca-file-only");
-    let retries = args
-        .value("--retries", |s| {
-            s.parse::<u32>()
-                .map_err(|_| format!("invalid --retries '{s}' (use a count, e.g. 3)"))
-        })?
-        .unwrap_or(DEFAULT_RETRIES);
-    let connect_timeout = args
-        .value("--connect-timeout", parse_duration)?
-        .unwrap_or(http::DEFAULT_CONNECT_TIMEOUT);
-    let read_timeout = args
-        .value("--read-timeout", parse_duration)?
-        .unwrap_or(http::DEFAULT_READ_TIMEOUT);
-    if connect_timeout.is_zero() || read_timeout.is_zero() {
+    if outputs.len() != urls.len() {
+        return Err(Error::usage(format!(
+            "give one -o PATH (or -o - for stdout) per URL: {} URL(s), {} -o",
+            urls.len(),
+            outputs.len()
+        )));
+    }
+    let several = urls.len() > 1;
+    if several && (sha256.is_some() || outputs.iter().any(|o| o == "-")) {
         return Err(Error::usage(
-            "--connect-timeout and --read-timeout must be more than 0",
+            "--sha256 and -o - take a single download (one URL)",
         ));
     }
-    let positionals = args.positionals()?;
-    let [url] = positionals.as_slice() else {
-        return Err(Error::usage(if positionals.is_empty() {
-            "no URL given".to_string()
-        } else {
-            format!("expected one URL, got {}", positionals.len())
-        }));
-    };
-    let url = Url::parse(url).map_err(Error::Usage)?;
-    let destination = match output.as_deref() {
-        None => {
-            return Err(Error::usage(
-                "no destination: give -o PATH (or -o - for stdout)",
-            ))
+    let mut seen = std::collections::HashSet::new();
+    let mut requests = Vec::with_capacity(urls.len());
+    for (url, output) in urls.iter().zip(outputs) {
+        if several && !seen.insert(output.clone()) {
+            return Err(Error::usage(format!("-o {output} is given twice")));
         }
-        Some("-") => Destination::Stdout,
-        Some(path) => Destination::File(PathBuf::from(path)),
-    };
-    if ca_file_only && ca_files.is_empty() {
-        return Err(Error::usage("--ca-file-only needs --ca-file"));
+        requests.push(Request {
+            url: Url::parse(url).map_err(Error::Usage)?,
+            headers: Vec::new(),
+            destination: match output.as_str() {
+                "-" => Destination::Stdout,
+                path => Destination::File(PathBuf::from(path)),
+            },
+            sha256,
+            print_sha256,
+            max_size,
+            mode,
+            owner,
+            http: http.clone(),
+        });
     }
-    let request = Request {
-        url,
-        headers,
-        bearer_file,
-        headers_from_env,
-        basic_auth_from_env,
-        destination,
-        sha256,
-        max_size,
-        mode,
-        owner,
-        retries,
-        settings: Settings {
-            connect_timeout,
-            read_timeout,
-            ca_files,
-            ca_file_only,
-        },
-    };
-    Ok(Box::new(move |deadline| run(request, deadline)))
+    Ok(Box::new(move |deadline| run(requests, deadline)))
 }
 
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let digits = text.strip_prefix("sha256:").unwrap_or(text);
     crate::hex::decode(digits)
         .ok_or_else(|| format!("invalid --sha256 '{text}' (use 64 hex digits)"))
-}
-
-fn split_header_spec(spec: &str) -> Result<(&str, &str), Error> {
-    spec.split_once('=').ok_or_else(|| {
-        Error::usage(format!(
-            "--header-from-env '{spec}': use NAME=VAR, e.g. Authorization=CONFIG_AUTH"
-        ))
-    })
-}
-
-/// The value of an environment variable an option names; unset is missing input (66), as for
-/// a missing file.
-fn env_value(option: &str, var: &str) -> Result<String, Error> {
-    std::env::var(var)
-        .map_err(|_| Error::InputMissing(format!("{option}: variable {var} is not set")))
-}
-
-/// `NAME=VAR`: header NAME with the value of the environment variable VAR.
-fn header_from_env(spec: &str) -> Result<Header, Error> {
-    let (name, var) = split_header_spec(spec)?;
-    let value = env_value(&format!("--header-from-env {name}"), var)?;
-    let header = Header::credential(name.trim(), value.trim());
-    header
-        .validate()
-        .map_err(|e| Error::Data(format!("--header-from-env: {e}")))?;
-    Ok(header)
-}
-
-/// `--basic-auth-from-env VAR`, VAR holding `user:password`.
-fn basic_auth_from_env(var: &str) -> Result<Header, Error> {
-    let value = env_value("--basic-auth-from-env", var)?;
-    let (user, password) = value.split_once(':').ok_or_else(|| {
-        Error::Data(format!(
-            "--basic-auth-from-env: {var} must hold 'user:password'"
-        ))
-    })?;
-    Ok(http::basic_auth(user, password))
 }
 
 /// Sizes for humans: `512 B`, `1.5 KiB`, `100.0 MiB`, `1.0 GiB`.
@@ -249,92 +158,110 @@ fn rate(bytes: u64, elapsed: Duration) -> String {
     format!("{}/s", human_size((bytes as f64 / seconds) as u64))
 }
 
-/// Why one attempt failed, and whether another may succeed.
-struct Failure {
-    error: Error,
-    retry: bool,
-    retry_after: Option<Duration>,
-}
-
-impl Failure {
-    fn fatal(error: Error) -> Failure {
-        Failure {
-            error,
-            retry: false,
-            retry_after: None,
-        }
+/// Downloads every request (several at once), then commits them all, or none when one failed:
+/// the first error decides the exit code.
+fn run(mut requests: Vec<Request>, deadline: &Deadline) -> Result<(), Error> {
+    let headers = requests[0].http.credential_headers()?;
+    let client = Client::new(&requests[0].http, deadline)?;
+    for request in &mut requests {
+        request.headers = headers.clone();
     }
-
-    fn classified(error: Error) -> Failure {
-        let retry = http::is_transient(&error);
-        Failure {
-            error,
-            retry,
-            retry_after: None,
-        }
-    }
-}
-
-fn run(mut request: Request, deadline: &Deadline) -> Result<(), Error> {
-    for spec in std::mem::take(&mut request.headers_from_env) {
-        request.headers.push(header_from_env(&spec)?);
-    }
-    if let Some(var) = request.basic_auth_from_env.take() {
-        request.headers.push(basic_auth_from_env(&var)?);
-    }
-    if let Some(path) = request.bearer_file.take() {
-        request.headers.push(http::bearer_from_file(&path)?);
-    }
-    let client = Client::new(&request.settings, deadline)?;
-    let mut backoff = Backoff::exponential(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
-    let attempts = request.retries + 1;
-    for attempt in 1..=attempts {
-        let failure = match attempt_once(&client, &request, deadline) {
-            Ok(()) => return Ok(()),
-            Err(failure) => failure,
-        };
-        // A signal or the deadline ends the job, whatever the attempt's own error says.
-        deadline.check(format!("GET {}", request.url))?;
-        if !failure.retry || attempt == attempts {
-            return Err(failure.error);
-        }
-        let pause = failure.retry_after.unwrap_or_else(|| backoff.next_delay());
-        if deadline.remaining().is_some_and(|left| left <= pause) {
-            log::warn(
-                &format!(
-                    "no time left to retry in {} (--timeout)",
-                    format_duration(pause)
-                ),
-                &[],
-            );
-            return Err(failure.error);
-        }
-        log::warn(
-            &format!(
-                "{}; retrying in {} (attempt {} of {attempts})",
-                failure.error,
-                format_duration(pause),
-                attempt + 1
-            ),
-            &[
-                ("url", json!(request.url.to_string())),
-                ("error", json!(failure.error.to_string())),
-                ("attempt", json!(attempt + 1)),
-                ("pause_ms", json!(pause.as_millis() as u64)),
-            ],
-        );
-        sleep_checking(pause, deadline, &request.url)?;
-    }
-    unreachable!("the last attempt returns")
-}
-
-fn sleep_checking(pause: Duration, deadline: &Deadline, url: &Url) -> Result<(), Error> {
-    let until = Instant::now() + pause;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        deadline.check(format!("GET {url}"))?;
-        std::thread::sleep(left.min(Duration::from_millis(50)));
+    let finished = if let [request] = requests.as_slice() {
+        vec![download(&client, request, deadline)?]
+    } else {
+        download_all(&client, &requests, deadline)?
+    };
+    for (request, done) in requests.iter().zip(finished) {
+        done.commit(request)?;
     }
     Ok(())
+}
+
+/// Up to [`CONCURRENT_DOWNLOADS`] at a time; after the first failure no new one starts, and
+/// the bodies already downloaded are dropped (their temporaries removed).
+fn download_all(
+    client: &Client,
+    requests: &[Request],
+    deadline: &Deadline,
+) -> Result<Vec<Finished>, Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let results: Mutex<Vec<Option<Finished>>> = Mutex::new(requests.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..CONCURRENT_DOWNLOADS.min(requests.len()) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let failed = first_error.lock().map_or(true, |e| e.is_some());
+                let Some(request) = requests.get(index).filter(|_| !failed) else {
+                    return;
+                };
+                match download(client, request, deadline) {
+                    Ok(done) => {
+                        if let Ok(mut results) = results.lock() {
+                            results[index] = Some(done);
+                        }
+                    }
+                    Err(error) => {
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert(error);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(error) = first_error.into_inner().ok().flatten() {
+        return Err(error);
+    }
+    results
+        .into_inner()
+        .map_err(|_| Error::Internal("a download thread failed".into()))?
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Internal("a download thread failed".into()))
+}
+
+/// One download with its retries, up to a checked body that is not committed yet.
+fn download(client: &Client, request: &Request, deadline: &Deadline) -> Result<Finished, Error> {
+    let mut retries = Retries::new(client.retries());
+    let what = format!("GET {}", request.url);
+    let mut partial = None;
+    loop {
+        match attempt_once(client, request, deadline, &mut partial) {
+            Ok(done) => return Ok(done),
+            Err(failure) => retries.pause(failure, &what, deadline)?,
+        }
+    }
+}
+
+/// A downloaded and checked body, not in place yet.
+struct Finished {
+    sink: Sink,
+    url: Url,
+    received: u64,
+    elapsed: Duration,
+    digest: Option<[u8; 32]>,
+}
+
+impl Finished {
+    /// Syncs and renames the file into place (or flushes stdout), then reports.
+    fn commit(self, request: &Request) -> Result<(), Error> {
+        let label = self.sink.label();
+        match self.sink {
+            Sink::Stdout(mut out) => out.flush().map_err(|e| Error::io("stdout", &e))?,
+            Sink::File(file, _) => file.commit(request.mode, request.owner)?,
+        }
+        report(
+            request,
+            &self.url,
+            &label,
+            self.received,
+            self.elapsed,
+            self.digest,
+        )
+    }
 }
 
 /// Where the body goes during one attempt. Stdout is written through a duplicate of its
@@ -344,72 +271,9 @@ enum Sink {
     File(AtomicFile, PathBuf),
 }
 
-/// How many body buffers may be in flight between the download and the hashing thread.
-const BUFFERS_IN_FLIGHT: usize = 4;
-
-/// SHA-256 of the body on its own thread: hashing overlaps the network and disk I/O instead of
-/// adding to it (it is the largest cost of a fast local download). Buffers go back and forth, so
-/// memory stays at `BUFFERS_IN_FLIGHT` buffers.
-struct BackgroundSha256 {
-    to_hasher: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
-    spare: mpsc::Receiver<Vec<u8>>,
-    allocated: usize,
-    hasher: Option<thread::JoinHandle<[u8; 32]>>,
-}
-
-impl BackgroundSha256 {
-    fn start() -> Result<BackgroundSha256, Error> {
-        let (to_hasher, chunks) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS_IN_FLIGHT);
-        let (give_back, spare) = mpsc::channel();
-        let hasher = thread::Builder::new()
-            .name("sha256".into())
-            .spawn(move || {
-                let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-                for (buffer, len) in chunks {
-                    context.update(&buffer[..len]);
-                    // The downloader may be gone after an error; the buffer is then just freed.
-                    let _ = give_back.send(buffer);
-                }
-                let mut digest = [0u8; 32];
-                digest.copy_from_slice(context.finish().as_ref());
-                digest
-            })
-            .map_err(|e| Error::Internal(format!("cannot start the hashing thread: {e}")))?;
-        Ok(BackgroundSha256 {
-            to_hasher: Some(to_hasher),
-            spare,
-            allocated: 0,
-            hasher: Some(hasher),
-        })
-    }
-
-    /// A buffer to read the next chunk into: a returned one, or a new one while fewer than
-    /// `BUFFERS_IN_FLIGHT` exist.
-    fn buffer(&mut self) -> Vec<u8> {
-        if let Ok(buffer) = self.spare.try_recv() {
-            return buffer;
-        }
-        if self.allocated < BUFFERS_IN_FLIGHT {
-            self.allocated += 1;
-            return vec![0u8; BUFFER_SIZE];
-        }
-        self.spare.recv().unwrap_or_else(|_| vec![0u8; BUFFER_SIZE])
-    }
-
-    fn update(&mut self, buffer: Vec<u8>, len: usize) {
-        if let Some(to_hasher) = &self.to_hasher {
-            let _ = to_hasher.send((buffer, len));
-        }
-    }
-
-    fn finish(mut self) -> Result<[u8; 32], Error> {
-        drop(self.to_hasher.take());
-        self.hasher
-            .take()
-            .and_then(|hasher| hasher.join().ok())
-            .ok_or_else(|| Error::Internal("the hashing thread failed".into()))
-    }
-}
+/// The SHA-256 of the body, computed only when `--sha256` or `--print-sha256` uses it: on a
+/// node without SHA extensions it costs more CPU than the rest of the download together.
+type Digest = Option<ring::digest::Context>;
 
 impl Sink {
     fn label(&self) -> String {
@@ -420,127 +284,281 @@ impl Sink {
     }
 }
 
-fn attempt_once(client: &Client, request: &Request, deadline: &Deadline) -> Result<(), Failure> {
+/// A body cut off part-way by a transient failure, kept so the next attempt asks only for the
+/// rest (issue 10: a 5 GB artifact dying at 90% must not start from zero). Only for a file
+/// destination and a server that offered `Accept-Ranges: bytes` with a validator.
+struct Partial {
+    sink: Sink,
+    received: u64,
+    digest: Digest,
+    /// A strong `ETag` or `Last-Modified`, sent as `If-Range`: a changed file comes back whole.
+    validator: String,
+}
+
+/// The `If-Range` validator a response allows a resume with: a strong `ETag` (a weak one may
+/// not be used for ranges, RFC 9110 section 13.1.5), else `Last-Modified`; `None` when the
+/// server does not take byte ranges or the body is content-encoded or of unknown length.
+fn resume_validator(response: &http::Response) -> Option<String> {
+    // Ranges count encoded bytes, the sink decoded ones.
+    response.content_length()?;
+    let ranges = response.header("accept-ranges")?;
+    if !ranges
+        .split(',')
+        .any(|unit| unit.trim().eq_ignore_ascii_case("bytes"))
+    {
+        return None;
+    }
+    let etag = response.header("etag").filter(|tag| !tag.starts_with("W/"));
+    etag.or_else(|| response.header("last-modified"))
+        .map(|v| v.trim().to_string())
+}
+
+/// Whether a `206` continues at `offset`: `Content-Range: bytes OFFSET-...`.
+fn continues_at(response: &http::Response, offset: u64) -> bool {
+    response
+        .header("content-range")
+        .and_then(|range| range.trim().strip_prefix("bytes "))
+        .and_then(|range| range.split('-').next())
+        .and_then(|first| first.trim().parse::<u64>().ok())
+        == Some(offset)
+}
+
+fn attempt_once(
+    client: &Client,
+    request: &Request,
+    deadline: &Deadline,
+    partial: &mut Option<Partial>,
+) -> Result<Finished, Failure> {
     let started = Instant::now();
+    let mut headers = request.headers.clone();
+    if let Some(partial) = partial.as_ref() {
+        headers.push(Header::new("Range", format!("bytes={}-", partial.received)));
+        headers.push(Header::new("If-Range", partial.validator.clone()));
+    }
     let response = client
-        .get(&request.url, &request.headers)
+        .get(&request.url, &headers)
         .map_err(Failure::classified)?;
     if !response.is_success() {
-        return Err(Failure {
-            error: response.status_error(),
-            retry: response.is_transient(),
-            retry_after: response.retry_after(),
-        });
+        return Err(Failure::status(&response));
     }
-    let total = response.content_length();
-    let final_url = response.url.clone();
+    let url = response.url.clone();
+    let resumed = match partial.take() {
+        Some(kept) if response.status == 206 && continues_at(&response, kept.received) => {
+            Some(kept)
+        }
+        // A 200 to a ranged request: the file changed (or ranges are off); the temporary of
+        // the broken attempt is dropped, and the body starts over.
+        Some(_) if response.status == 200 => None,
+        _ if response.status == 206 => {
+            return Err(Failure::fatal(Error::Remote(format!(
+                "GET {url}: unexpected partial content ({})",
+                response
+                    .header("content-range")
+                    .unwrap_or("no Content-Range")
+            ))))
+        }
+        _ => None,
+    };
+    let validator = resume_validator(&response).or(resumed.as_ref().map(|p| p.validator.clone()));
+    let (mut sink, mut received, mut digest) = match resumed {
+        Some(kept) => {
+            log::info(
+                &format!("{url}: resuming at byte {}", kept.received),
+                &[
+                    ("url", json!(url.to_string())),
+                    ("offset", json!(kept.received)),
+                ],
+            );
+            (kept.sink, kept.received, kept.digest)
+        }
+        None => (
+            open_sink(&request.destination).map_err(Failure::fatal)?,
+            0,
+            (request.sha256.is_some() || request.print_sha256)
+                .then(|| ring::digest::Context::new(&ring::digest::SHA256)),
+        ),
+    };
+    let total = response.content_length().map(|rest| rest + received);
     if let (Some(limit), Some(total)) = (request.max_size, total) {
         if total > limit {
-            return Err(Failure::fatal(too_large(&final_url, total, limit)));
+            return Err(Failure::fatal(too_large(&url, total, limit)));
         }
     }
-    let mut sink = match &request.destination {
+    let streamed = stream(
+        response.into_body(),
+        &mut sink,
+        &mut digest,
+        &mut received,
+        request,
+        deadline,
+        total,
+    );
+    if let Err(failure) = streamed {
+        if let (true, Some(validator), Sink::File(..)) = (failure.retry, validator, &sink) {
+            *partial = Some(Partial {
+                sink,
+                received,
+                digest,
+                validator,
+            });
+        }
+        return Err(failure);
+    }
+    let digest = digest.map(|context| {
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(context.finish().as_ref());
+        bytes
+    });
+    verify(request, &url, &sink, digest).map_err(Failure::fatal)?;
+    Ok(Finished {
+        sink,
+        url,
+        received,
+        elapsed: started.elapsed(),
+        digest,
+    })
+}
+
+fn open_sink(destination: &Destination) -> Result<Sink, Error> {
+    Ok(match destination {
         Destination::Stdout => Sink::Stdout(
             std::io::stdout()
                 .as_fd()
                 .try_clone_to_owned()
                 .map(std::fs::File::from)
-                .map_err(|e| Failure::fatal(Error::io("stdout", &e)))?,
+                .map_err(|e| Error::io("stdout", &e))?,
         ),
         Destination::File(path) => {
-            refuse_special_file(path).map_err(Failure::fatal)?;
-            Sink::File(
-                AtomicFile::create(path).map_err(Failure::fatal)?,
-                path.clone(),
-            )
+            refuse_special_file(path)?;
+            Sink::File(AtomicFile::create(path)?, path.clone())
         }
-    };
+    })
+}
+
+/// Copies the body into the sink through one large buffer, hashing it when asked, counting
+/// into `received` (which a resumed body starts above zero). Large reads keep the per-byte cost down: each read is a syscall and a pass of
+/// ureq's and rustls's bookkeeping.
+fn stream(
+    mut body: http::BodyReader,
+    sink: &mut Sink,
+    digest: &mut Digest,
+    received: &mut u64,
+    request: &Request,
+    deadline: &Deadline,
+    total: Option<u64>,
+) -> Result<(), Failure> {
+    let started = Instant::now();
     let label = sink.label();
-    let mut body = response.into_body();
-    let mut hasher = BackgroundSha256::start().map_err(Failure::fatal)?;
-    let mut received: u64 = 0;
+    let mut buffer = vec![0u8; BUFFER_SIZE];
     let mut last_progress = Instant::now();
     loop {
-        let mut buffer = hasher.buffer();
         let count = match body.read(&mut buffer) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(count) => count,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let error = body.error(e);
                 // Bytes already on stdout cannot be taken back: no retry there.
                 let retry = http::is_transient(&error)
-                    && !(matches!(sink, Sink::Stdout(_)) && received > 0);
+                    && !(matches!(sink, Sink::Stdout(_)) && *received > 0);
                 return Err(Failure {
-                    error,
                     retry,
-                    retry_after: None,
+                    ..Failure::fatal(error)
                 });
             }
         };
         let chunk = &buffer[..count];
-        received += count as u64;
+        *received += count as u64;
         if let Some(limit) = request.max_size {
-            if received > limit {
-                return Err(Failure::fatal(too_large(&final_url, received, limit)));
+            if *received > limit {
+                return Err(Failure::fatal(too_large(&request.url, *received, limit)));
             }
         }
-        let written = match &mut sink {
+        let written = match sink {
             Sink::Stdout(out) => out.write_all(chunk),
             Sink::File(file, _) => file.write_all(chunk),
         };
         written.map_err(|e| Failure::fatal(Error::io(&label, &e)))?;
-        hasher.update(buffer, count);
+        if let Some(context) = digest {
+            context.update(chunk);
+        }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
-            progress(&label, received, total, started.elapsed());
+            progress(&label, *received, total, started.elapsed());
             if deadline.expired() {
                 return Err(Failure::fatal(
-                    deadline.timeout_error(format!("GET {final_url}")),
+                    deadline.timeout_error(format!("GET {}", request.url)),
                 ));
             }
         }
     }
-    let digest = hasher.finish().map_err(Failure::fatal)?;
-    if let Some(expected) = request.sha256 {
-        if digest != expected {
-            let kept = match &sink {
-                Sink::Stdout(_) => "",
-                Sink::File(..) => " (destination left unchanged)",
-            };
-            return Err(Failure::fatal(Error::Integrity(format!(
-                "GET {final_url}: SHA-256 mismatch: expected {}, got {}{kept}",
-                hex(&expected),
-                hex(&digest)
-            ))));
-        }
+}
+
+/// `--sha256`: the whole body must have the expected digest.
+fn verify(
+    request: &Request,
+    url: &Url,
+    sink: &Sink,
+    digest: Option<[u8; 32]>,
+) -> Result<(), Error> {
+    let (Some(expected), Some(digest)) = (request.sha256, digest) else {
+        return Ok(());
+    };
+    if digest == expected {
+        return Ok(());
     }
-    match sink {
-        Sink::Stdout(mut out) => out
-            .flush()
-            .map_err(|e| Failure::fatal(Error::io("stdout", &e)))?,
-        Sink::File(file, _) => file
-            .commit(request.mode, request.owner)
-            .map_err(Failure::fatal)?,
-    }
-    let elapsed = started.elapsed();
+    let kept = match sink {
+        Sink::Stdout(_) => "",
+        Sink::File(..) => " (destination left unchanged)",
+    };
+    Err(Error::Integrity(format!(
+        "GET {url}: SHA-256 mismatch: expected {}, got {}{kept}",
+        hex(&expected),
+        hex(&digest)
+    )))
+}
+
+/// The final log line, and with `--print-sha256` the digest as `sha256sum` prints it: on stdout,
+/// or on stderr when the body went to stdout.
+fn report(
+    request: &Request,
+    url: &Url,
+    label: &str,
+    received: u64,
+    elapsed: Duration,
+    digest: Option<[u8; 32]>,
+) -> Result<(), Error> {
+    let digest = digest.map(|d| hex(&d));
+    let shown = digest
+        .as_ref()
+        .map(|d| format!(", sha256 {d}"))
+        .unwrap_or_default();
     log::info(
         &format!(
-            "{final_url} -> {label}: {} in {} ({}), sha256 {}",
+            "{url} -> {label}: {} in {} ({}){shown}",
             human_size(received),
             format_duration(elapsed),
             rate(received, elapsed),
-            hex(&digest)
         ),
         &[
-            ("url", json!(final_url.to_string())),
+            ("url", json!(url.to_string())),
             ("output", json!(label)),
             ("bytes", json!(received)),
             ("elapsed_ms", json!(elapsed.as_millis() as u64)),
-            ("sha256", json!(hex(&digest))),
+            ("sha256", json!(digest)),
         ],
     );
-    Ok(())
+    match (&digest, &request.destination) {
+        (Some(digest), _) if request.print_sha256 => {
+            let line = format!("{digest}  {label}\n");
+            let written = match request.destination {
+                Destination::Stdout => std::io::stderr().write_all(line.as_bytes()),
+                Destination::File(_) => std::io::stdout().write_all(line.as_bytes()),
+            };
+            written.map_err(|e| Error::io("--print-sha256", &e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The rename into place would replace whatever PATH names (through a symlink, what it points
@@ -623,12 +641,5 @@ mod tests {
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(1 << 30), "1.0 GiB");
-    }
-
-    #[test]
-    fn header_from_env_names_the_variable_not_its_value() {
-        let err = header_from_env("Authorization=INITBOX_TEST_UNSET_VARIABLE").unwrap_err();
-        assert!(err.to_string().contains("INITBOX_TEST_UNSET_VARIABLE"));
-        assert!(header_from_env("no-equals-sign").is_err());
     }
 }

@@ -30,6 +30,8 @@ pub struct Applet {
     /// Usage, options with defaults, and examples; `--help` appends the common options and the
     /// exit codes.
     pub usage: &'static str,
+    /// Option sets shared with other applets (`http::HELP`), printed after `usage`.
+    pub shared_options: &'static [&'static str],
     /// The deadline when `--timeout` is not given; `None` waits forever.
     pub default_timeout: Option<Duration>,
     /// Parses the applet's own options (the common ones are already taken) into the work to run.
@@ -46,6 +48,7 @@ pub const APPLETS: &[Applet] = &[
         name: "wait-tcp",
         summary: "wait until TCP ports accept connections",
         usage: wait_tcp::USAGE,
+        shared_options: &[],
         default_timeout: Some(Duration::from_secs(60)),
         parse: wait_tcp::parse,
         runs_command: false,
@@ -55,6 +58,7 @@ pub const APPLETS: &[Applet] = &[
         name: "fetch",
         summary: "download a file over HTTP(S) atomically, with checksum, retries and deadline",
         usage: fetch::USAGE,
+        shared_options: &[crate::http::HELP],
         default_timeout: Some(Duration::from_secs(300)),
         parse: fetch::parse,
         runs_command: false,
@@ -64,6 +68,7 @@ pub const APPLETS: &[Applet] = &[
         name: "render-template",
         summary: "render ${VAR} templates from the environment or JSON values, atomically",
         usage: render_template::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: render_template::parse,
         runs_command: false,
@@ -73,6 +78,7 @@ pub const APPLETS: &[Applet] = &[
         name: "chmod-tree",
         summary: "set mode and owner over directory trees, never following symlinks",
         usage: chmod_tree::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: chmod_tree::parse,
         runs_command: false,
@@ -82,6 +88,7 @@ pub const APPLETS: &[Applet] = &[
         name: "sysctl",
         summary: "set and read kernel parameters in /proc/sys, as procps sysctl",
         usage: sysctl::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: sysctl::parse,
         runs_command: false,
@@ -91,6 +98,7 @@ pub const APPLETS: &[Applet] = &[
         name: "git-shallow",
         summary: "check out one commit of a git repository over HTTP(S), with no git installed",
         usage: git::USAGE,
+        shared_options: &[crate::http::HELP],
         default_timeout: Some(git::DEFAULT_TIMEOUT),
         parse: git::parse,
         runs_command: false,
@@ -100,6 +108,7 @@ pub const APPLETS: &[Applet] = &[
         name: "init",
         summary: "run a command as PID 1: forward signals, reap zombies, pass its exit code on",
         usage: init::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: init::parse,
         runs_command: true,
@@ -109,6 +118,7 @@ pub const APPLETS: &[Applet] = &[
         name: "sleep",
         summary: "pause for a duration (preStop hooks), obeying SIGTERM",
         usage: sleep::USAGE,
+        shared_options: &[],
         default_timeout: None,
         parse: sleep::parse,
         runs_command: false,

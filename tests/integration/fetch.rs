@@ -242,6 +242,7 @@ fn downloads_atomically_with_mode() {
         dest.to_str().unwrap(),
         "--mode",
         "0600",
+        "--print-sha256",
     ])
     .run()
     .success()
@@ -264,6 +265,34 @@ fn downloads_atomically_with_mode() {
         .run()
         .success()
         .stdout_has(HELLO);
+}
+
+/// Issue 10: the SHA-256 was computed (and logged) on every download, needed or not; now only
+/// `--sha256` (verify) and `--print-sha256` (report, as sha256sum prints it) pay for it.
+#[test]
+fn issue_10_the_digest_is_computed_only_when_used() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-digest");
+    let dest = out.join("zeros.bin");
+    let dest_text = dest.to_str().unwrap();
+    let url = nginx.url("/zeros.bin");
+    initbox(["fetch", &url, "-o", dest_text])
+        .run()
+        .success()
+        .stderr_lacks("sha256");
+    initbox(["fetch", &url, "-o", dest_text, "--print-sha256"])
+        .run()
+        .success()
+        .stdout_has(&format!("{ZEROS_64K_SHA256}  {dest_text}\n"));
+    initbox(["fetch", &url, "-o", dest_text, "--sha256", ZEROS_64K_SHA256])
+        .run()
+        .success()
+        .stderr_has(ZEROS_64K_SHA256);
+    // With the body on stdout, the digest line goes to stderr.
+    initbox(["fetch", &url, "-o", "-", "--print-sha256"])
+        .run()
+        .success()
+        .stderr_has(&format!("{ZEROS_64K_SHA256}  stdout\n"));
 }
 
 #[test]
@@ -870,4 +899,269 @@ fn issue_9_19_a_255_byte_destination_name_works() {
     .success();
     assert_eq!(fs::read_to_string(&dest).unwrap(), HELLO);
     assert_eq!(out.names().len(), 1);
+}
+
+/// The body the range server serves: 1 MiB that is not all one byte, so an offset error shows.
+fn range_body() -> Vec<u8> {
+    (0..1u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
+/// Where the first answer of the range server breaks off.
+const BREAK_AT: usize = 300_000;
+
+/// A server that answers the first request with `200`, `Accept-Ranges: bytes` and a strong ETag,
+/// then breaks the body after [`BREAK_AT`] bytes; later requests get `206` for
+/// `Range: bytes=N-` when `If-Range` holds that ETag, or (with `honour_range` false) the whole
+/// body again under a new ETag. It records each request head and the body bytes it sent.
+struct RangeServer {
+    port: u16,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+    sent: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RangeServer {
+    fn start(honour_range: bool) -> RangeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (heads_, sent_, stop_) = (heads.clone(), sent.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let body = range_body();
+            while !stop_.load(Ordering::SeqCst) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let head = read_head_text(&mut stream);
+                let first = heads_.lock().unwrap().is_empty();
+                heads_.lock().unwrap().push(head.clone());
+                let lower = head.to_ascii_lowercase();
+                let range_start = lower
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes="))
+                    .and_then(|r| r.trim_end_matches('-').trim_end_matches("-\r").parse().ok());
+                let validated = lower.contains("if-range: \"v1\"");
+                let (head_out, slice) = match range_start {
+                    Some(start) if honour_range && validated && !first => (
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\n\
+                             Content-Range: bytes {start}-{}/{}\r\nETag: \"v1\"\r\n\
+                             Accept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                            body.len() - start,
+                            body.len() - 1,
+                            body.len()
+                        ),
+                        &body[start..],
+                    ),
+                    _ => (
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"{}\"\r\n\
+                             Accept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                            body.len(),
+                            if first { "v1" } else { "v2" }
+                        ),
+                        if first { &body[..BREAK_AT] } else { &body[..] },
+                    ),
+                };
+                let _ = stream.write_all(head_out.as_bytes());
+                if stream.write_all(slice).is_ok() {
+                    sent_.fetch_add(slice.len(), Ordering::SeqCst);
+                }
+                // Dropping the stream closes it: for the first answer, short of Content-Length.
+            }
+        });
+        RangeServer {
+            port,
+            heads,
+            sent,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/artifact.bin", self.port)
+    }
+}
+
+impl Drop for RangeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn read_head_text(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new(require_tool("sha256sum"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(data)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// Issue 10: a body that breaks after some bytes is resumed with `Range: bytes=N-` and
+/// `If-Range`, appended to the same temporary, and `--sha256` still checks the whole file; the
+/// server sends each byte once.
+#[test]
+fn issue_10_a_broken_body_is_resumed_with_range_and_if_range() {
+    let server = RangeServer::start(true);
+    let out = TempDir::new("fetch-resume");
+    let dest = out.join("artifact.bin");
+    let body = range_body();
+    let sum = sha256_hex(&body);
+    let url = server.url();
+    initbox([
+        "fetch",
+        &url,
+        "-o",
+        dest.to_str().unwrap(),
+        "--sha256",
+        &sum,
+    ])
+    .run()
+    .success()
+    .stderr_has(&format!("resuming at byte {BREAK_AT}"));
+    assert!(
+        fs::read(&dest).unwrap() == body,
+        "the file differs from the body"
+    );
+    let heads = server.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    let first = heads[0].to_ascii_lowercase();
+    assert!(!first.contains("range:"), "{first}");
+    let second = heads[1].to_ascii_lowercase();
+    assert!(
+        second.contains(&format!("\r\nrange: bytes={BREAK_AT}-\r\n")),
+        "{second}"
+    );
+    assert!(second.contains("\r\nif-range: \"v1\"\r\n"), "{second}");
+    assert_eq!(server.sent.load(Ordering::SeqCst), body.len());
+    assert_eq!(out.names(), ["artifact.bin"]);
+}
+
+/// Issue 10: a `200` answer to the ranged request (the file changed) starts over cleanly.
+#[test]
+fn issue_10_a_200_to_a_ranged_request_starts_over() {
+    let server = RangeServer::start(false);
+    let out = TempDir::new("fetch-restart");
+    let dest = out.join("artifact.bin");
+    let body = range_body();
+    let url = server.url();
+    initbox([
+        "fetch",
+        &url,
+        "-o",
+        dest.to_str().unwrap(),
+        "--sha256",
+        &sha256_hex(&body),
+    ])
+    .run()
+    .success();
+    assert!(
+        fs::read(&dest).unwrap() == body,
+        "the file differs from the body"
+    );
+    let heads = server.heads.lock().unwrap().clone();
+    assert!(
+        heads[1].to_ascii_lowercase().contains("range: bytes="),
+        "{heads:?}"
+    );
+    assert_eq!(server.sent.load(Ordering::SeqCst), BREAK_AT + body.len());
+    assert_eq!(out.names(), ["artifact.bin"]);
+}
+
+/// Issue 10: several downloads in one run, all or nothing. When all succeed every DEST is in
+/// place; when one fails (404), no DEST is replaced, no temporary is left, and the failure
+/// decides the exit code.
+#[test]
+fn issue_10_several_downloads_are_all_or_nothing() {
+    let nginx = Nginx::start();
+    let out = TempDir::new("fetch-several");
+    let (a, b, c) = (out.join("a.txt"), out.join("b.bin"), out.join("c.txt"));
+    let (hello, zeros) = (nginx.url("/hello.txt"), nginx.url("/zeros.bin"));
+    let text = nginx.url("/text.txt");
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    initbox([
+        "fetch",
+        &hello,
+        "-o",
+        &path(&a),
+        &zeros,
+        "-o",
+        &path(&b),
+        &text,
+        "-o",
+        &path(&c),
+    ])
+    .run()
+    .success();
+    assert_eq!(fs::read_to_string(&a).unwrap(), HELLO);
+    assert_eq!(fs::read(&b).unwrap(), vec![0u8; 65536]);
+    assert_eq!(
+        fs::read(&c).unwrap(),
+        fs::read(nginx.www("text.txt")).unwrap()
+    );
+    for file in [&a, &b, &c] {
+        fs::write(file, "old\n").unwrap();
+    }
+    let missing = nginx.url("/missing.txt");
+    initbox([
+        "fetch",
+        &hello,
+        "-o",
+        &path(&a),
+        &missing,
+        "-o",
+        &path(&b),
+        &text,
+        "-o",
+        &path(&c),
+    ])
+    .run()
+    .code(76)
+    .stderr_has("404");
+    for file in [&a, &b, &c] {
+        assert_eq!(
+            fs::read_to_string(file).unwrap(),
+            "old\n",
+            "{}",
+            file.display()
+        );
+    }
+    assert_eq!(out.names(), ["a.txt", "b.bin", "c.txt"]);
+    // Pairs must match up.
+    initbox(["fetch", &hello, "-o", &path(&a), &zeros])
+        .run()
+        .code(64);
+    initbox(["fetch", &hello, "-o", &path(&a), &zeros, "-o", &path(&a)])
+        .run()
+        .code(64);
 }

@@ -24,9 +24,9 @@ use self::pack::{hex, Kind, Oid, Pack};
 use self::pktline::PktError;
 use self::protocol::{Advertisement, Ref, Wanted};
 use crate::atomic::AtomicFile;
-use crate::cli::{format_duration, parse_duration, Args};
+use crate::cli::{format_duration, Args};
 use crate::error::Error;
-use crate::http::{self, Client, Header, Url};
+use crate::http::{self, Client, Header, Method, Url};
 use crate::log;
 use crate::supervisor::{Deadline, Job};
 
@@ -54,11 +54,6 @@ OPTIONS
     --username NAME           user for basic auth (default: from the URL)
     --password-file PATH      password or token for basic auth, from a file
     --password-env VAR        password or token for basic auth, from a variable
-    --bearer-file PATH        send `Authorization: Bearer` with this file's token
-    --ca-file PATH            also trust these CA certificates (PEM; repeatable)
-    --connect-timeout DURATION
-                              limit for one connection attempt (default 10s)
-    --read-timeout DURATION   longest silence from the server (default 30s)
     --timeout DURATION        overall deadline (default 10m; 0 waits forever)
 
 Hostile trees (`..`, `.git` in any spelling, paths through symlinks) are refused
@@ -81,15 +76,10 @@ struct Options {
     replace: bool,
     revision_file: Option<PathBuf>,
     fail_on_submodules: bool,
-    credentials: Credentials,
-    http: http::Settings,
-}
-
-/// Where the credentials come from; read when the job runs (`--check-args` reads nothing).
-enum Credentials {
-    None,
-    Bearer(PathBuf),
-    Password(String, Secret),
+    /// `--username` with `--password-file` or `--password-env`; read when the job runs
+    /// (`--check-args` reads nothing), as are the credential options of `http`.
+    password: Option<(String, Secret)>,
+    http: http::Options,
 }
 
 enum Secret {
@@ -97,20 +87,18 @@ enum Secret {
     Env(String),
 }
 
-impl Credentials {
-    fn header(&self) -> Result<Option<Header>, Error> {
-        let (user, secret) = match self {
-            Credentials::None => return Ok(None),
-            Credentials::Bearer(path) => return http::bearer_from_file(path).map(Some),
-            Credentials::Password(user, secret) => (user, secret),
-        };
-        let password = match secret {
-            Secret::File(path) => http::read_secret_file(path, "--password-file")?,
-            Secret::Env(var) => std::env::var(var).map_err(|_| {
-                Error::InputMissing(format!("--password-env {var}: the variable is not set"))
-            })?,
-        };
-        Ok(Some(http::basic_auth(user, &password)))
+impl Options {
+    /// The credential headers of `http`'s options, then the basic auth of `--password-*`.
+    fn headers(&self) -> Result<Vec<Header>, Error> {
+        let mut headers = self.http.credential_headers()?;
+        if let Some((user, secret)) = &self.password {
+            let password = match secret {
+                Secret::File(path) => http::read_secret_file(path, "--password-file")?,
+                Secret::Env(var) => http::env_value("--password-env", var)?,
+            };
+            headers.push(http::basic_auth(user, &password));
+        }
+        Ok(headers)
     }
 }
 
@@ -140,18 +128,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     let username = args.value("--username", |t| Ok(t.to_string()))?;
     let password_file = args.value("--password-file", |t| Ok(PathBuf::from(t)))?;
     let password_env = args.value("--password-env", |t| Ok(t.to_string()))?;
-    let bearer_file = args.value("--bearer-file", |t| Ok(PathBuf::from(t)))?;
-    let ca_files = args.values("--ca-file")?;
-    let mut settings = http::Settings {
-        ca_files: ca_files.into_iter().map(PathBuf::from).collect(),
-        ..http::Settings::default()
-    };
-    if let Some(limit) = args.value("--connect-timeout", parse_duration)? {
-        settings.connect_timeout = limit;
-    }
-    if let Some(limit) = args.value("--read-timeout", parse_duration)? {
-        settings.read_timeout = limit;
-    }
+    let http = http::Options::parse(&mut args)?;
     let positionals = args.positionals()?;
     let [url, dest] = positionals.as_slice() else {
         return Err(Error::usage("expected URL and DEST"));
@@ -166,18 +143,15 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
             "give --password-file or --password-env, not both",
         ));
     }
-    if bearer_file.is_some() && (password_file.is_some() || password_env.is_some()) {
-        return Err(Error::usage("give --bearer-file or a password, not both"));
+    if http.sets_authorization() && (password_file.is_some() || password_env.is_some()) {
+        return Err(Error::usage(
+            "give --bearer-file, --basic-auth-from-env or a password, not two of them",
+        ));
     }
-    let credentials = match (bearer_file, password_file, password_env) {
-        (Some(path), _, _) => Credentials::Bearer(path),
-        (None, Some(path), _) => {
-            Credentials::Password(user_for(username, &url), Secret::File(path))
-        }
-        (None, None, Some(var)) => {
-            Credentials::Password(user_for(username, &url), Secret::Env(var))
-        }
-        (None, None, None) => Credentials::None,
+    let password = match (password_file, password_env) {
+        (Some(path), _) => Some((user_for(username, &url), Secret::File(path))),
+        (None, Some(var)) => Some((user_for(username, &url), Secret::Env(var))),
+        (None, None) => None,
     };
     let options = Options {
         url,
@@ -187,8 +161,8 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         replace,
         revision_file,
         fail_on_submodules,
-        credentials,
-        http: settings,
+        password,
+        http,
     };
     Ok(Box::new(move |deadline| run(&options, deadline)))
 }
@@ -244,7 +218,8 @@ fn from_pkt(err: PktError, url: &Url) -> Error {
 struct Remote<'a> {
     client: Client,
     url: &'a Url,
-    auth: Option<&'a Header>,
+    /// Credential headers, sent by [`Client::request`] to the repository's origin only.
+    auth: &'a [Header],
 }
 
 impl Remote<'_> {
@@ -253,7 +228,7 @@ impl Remote<'_> {
         if v2 {
             headers.push(Header::new("Git-Protocol", "version=2"));
         }
-        headers.extend(self.auth.cloned());
+        headers.extend_from_slice(self.auth);
         headers
     }
 
@@ -279,7 +254,9 @@ impl Remote<'_> {
             "{}/info/refs?service=git-upload-pack",
             self.base_path()
         ));
-        let response = self.client.get(&url, &self.headers(true, &[]))?;
+        let response = self
+            .client
+            .request_retrying(Method::Get, &url, &self.headers(true, &[]))?;
         let body = self.check(response)?;
         protocol::parse_advertisement(body, wanted).map_err(|e| from_pkt(e, self.url))
     }
@@ -295,7 +272,9 @@ impl Remote<'_> {
                 ("Accept", CONTENT_TYPE_RESULT),
             ],
         );
-        let response = self.client.post(&url, &headers, body)?;
+        let response = self
+            .client
+            .request_retrying(Method::Post(body), &url, &headers)?;
         self.check(response)
     }
 }
@@ -315,11 +294,11 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             return already_checked_out(options, current);
         }
     }
-    let auth = options.credentials.header()?;
+    let auth = options.headers()?;
     let remote = Remote {
         client: Client::new(&options.http, deadline)?,
         url: &options.url,
-        auth: auth.as_ref(),
+        auth: &auth,
     };
     let advertisement = remote.advertisement(&options.wanted)?;
     let v2 = matches!(advertisement, Advertisement::V2 { .. });
