@@ -1,11 +1,54 @@
-//! git's delta applier: on arbitrary base and delta it never panics, and what it returns is
-//! exactly the size the delta declares and within the limit. A delta encoded here from
-//! fuzz-chosen copy and insert instructions (`gitformat-pack`, "Deltified representation")
-//! applies to exactly the bytes those instructions describe.
+//! git's delta applier: on arbitrary base and delta it never panics, fails only as a bad delta
+//! (never I/O, with the base and result in memory), and what it writes is exactly the size the
+//! delta declares. A delta encoded here from fuzz-chosen copy and insert instructions
+//! (`gitformat-pack`, "Deltified representation") applies to exactly the bytes those
+//! instructions describe, from a base in memory and from the same base read from a file alike.
 #![no_main]
 
-use initbox::applets::git::delta::{apply, result_size};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
+
+use initbox::applets::git::delta::{apply, read_sizes, DeltaError, Source};
 use libfuzzer_sys::fuzz_target;
+
+/// Applies a delta held in memory, refusing a declared result over `limit` first, as the pack
+/// does.
+fn apply_all(base: &Source, mut delta: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    let checked = |e: DeltaError| match e {
+        DeltaError::Bad(why) => why,
+        DeltaError::Io(e) if matches!(base, Source::File { .. }) => e.to_string(),
+        DeltaError::Io(e) => panic!("an I/O error without I/O: {e}"),
+    };
+    let sizes = read_sizes(&mut delta).map_err(checked)?;
+    if sizes.result > limit {
+        return Err("over the limit".into());
+    }
+    let mut out = Vec::new();
+    apply(sizes, base, &mut delta, &mut out).map_err(checked)?;
+    assert_eq!(out.len() as u64, sizes.result, "not the declared size");
+    Ok(out)
+}
+
+/// `base` at offset 7 of an unlinked temporary file, as the pack's spill area holds large bases.
+fn in_file(base: &[u8]) -> &'static File {
+    static FILE: OnceLock<File> = OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("initbox-fuzz-delta-{}", std::process::id()));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    });
+    file.set_len(0).unwrap();
+    file.write_all_at(base, 7).unwrap();
+    file
+}
 
 fn push_size(out: &mut Vec<u8>, mut size: u64) {
     while size >= 0x80 {
@@ -40,8 +83,7 @@ fn push_copy(out: &mut Vec<u8>, offset: u32, size: u32) {
 fn arbitrary(data: &[u8], limit: u64) {
     let split = usize::from(data.first().copied().unwrap_or(0)).min(data.len());
     let (base, delta) = data.split_at(split);
-    if let Ok(out) = apply(base, delta, limit) {
-        assert_eq!(Ok(out.len() as u64), result_size(delta));
+    if let Ok(out) = apply_all(&Source::Memory(base), delta, limit) {
         assert!(out.len() as u64 <= limit);
     }
 }
@@ -88,18 +130,28 @@ fn differential(data: &[u8], limit: u64) {
     push_size(&mut delta, base.len() as u64);
     push_size(&mut delta, expected.len() as u64);
     delta.extend_from_slice(&instructions);
-    assert_eq!(result_size(&delta), Ok(expected.len() as u64));
-    match apply(&base, &delta, limit) {
+    let memory = Source::Memory(&base);
+    match apply_all(&memory, &delta, limit) {
         Ok(out) => assert!(out == expected, "a valid delta applied wrongly"),
         Err(_) if expected.len() as u64 > limit => {}
-        Err(e) => panic!("a valid delta was refused: {}", e.0),
+        Err(e) => panic!("a valid delta was refused: {e}"),
     }
-    assert!(apply(&base, &delta, u64::MAX).unwrap() == expected);
+    assert!(apply_all(&memory, &delta, u64::MAX).unwrap() == expected);
+    let file = Source::File {
+        file: in_file(&base),
+        offset: 7,
+        len: base.len() as u64,
+    };
+    assert!(
+        apply_all(&file, &delta, u64::MAX).unwrap() == expected,
+        "file base differs"
+    );
     // One byte short of the instructions, or a different base, is an error, never a panic.
     if !instructions.is_empty() {
-        assert!(apply(&base, &delta[..delta.len() - 1], u64::MAX).is_err());
+        assert!(apply_all(&memory, &delta[..delta.len() - 1], u64::MAX).is_err());
     }
-    assert!(apply(&base[..base.len() / 2], &delta, u64::MAX).is_err() || base.is_empty());
+    let half = Source::Memory(&base[..base.len() / 2]);
+    assert!(apply_all(&half, &delta, u64::MAX).is_err() || base.is_empty());
 }
 
 fuzz_target!(|data: &[u8]| {

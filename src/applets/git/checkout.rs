@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::pack::{hex, Kind, Oid, Pack};
+use super::pktline::trim_text;
 use crate::atomic;
 use crate::error::Error;
 use crate::log;
@@ -68,7 +69,7 @@ pub fn parse_tree(data: &[u8]) -> Result<Vec<TreeEntry<'_>>, Error> {
             other => {
                 return Err(hostile(format!(
                     "unknown tree entry mode {}",
-                    String::from_utf8_lossy(other)
+                    trim_text(other)
                 )))
             }
         };
@@ -108,7 +109,7 @@ pub fn is_dot_git(name: &[u8]) -> bool {
 }
 
 fn check_name(name: &[u8]) -> Result<(), Error> {
-    let shown = String::from_utf8_lossy(name);
+    let shown = trim_text(name);
     if name.is_empty() {
         return Err(hostile("a tree entry has an empty name".into()));
     }
@@ -182,7 +183,8 @@ impl Checkout<'_> {
         self.deadline.check("checking out")?;
         let data = self.object(id, Kind::Tree, prefix)?;
         for entry in parse_tree(&data)? {
-            let shown = format!("{prefix}{}", String::from_utf8_lossy(entry.name));
+            // Names are server text: escaped once here for every message and log line.
+            let shown = format!("{prefix}{}", trim_text(entry.name));
             let name = cstring(entry.name);
             match entry.mode {
                 Mode::Tree | Mode::Gitlink => {
@@ -757,6 +759,30 @@ mod tests {
         assert!(fs::read_dir(&outside).unwrap().next().is_none());
         fs::remove_dir_all(dir).unwrap();
         fs::remove_dir_all(outside).unwrap();
+    }
+
+    /// Issue 9 #8: tree entry names are server text; quoted in an error they must not carry
+    /// escape sequences or line breaks to the terminal or the log.
+    #[test]
+    fn issue_9_8_tree_entry_names_in_errors_are_escaped() {
+        use crate::applets::git::pack::{object_id, tests::Obj};
+        let refused = tree(&[("100644", b"\x1b[2Ja/b\nfake: line", [1; 20])]);
+        let bad_mode = tree(&[("10\x1b[2J", b"a", [1; 20])]);
+        let mut messages = vec![
+            parse_tree(&refused).unwrap_err().to_string(),
+            parse_tree(&bad_mode).unwrap_err().to_string(),
+        ];
+        let root = tree(&[("100644", b"\x1b]0;title\x07f\ninjected", [9; 20])]);
+        let root_id = object_id(Kind::Tree, &root);
+        let (dir, result) = check_out(&[Obj::Whole(Kind::Tree, &root)], root_id);
+        messages.push(result.unwrap_err().to_string());
+        fs::remove_dir_all(dir).unwrap();
+        for message in messages {
+            assert!(
+                !message.contains(['\x1b', '\n', '\x07']),
+                "unescaped: {message:?}"
+            );
+        }
     }
 
     #[test]
