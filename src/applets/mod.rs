@@ -17,7 +17,9 @@ pub mod git;
 pub mod render_template;
 #[cfg(feature = "sysctl")]
 pub mod sysctl;
-#[cfg(feature = "wait-tcp")]
+#[cfg(feature = "wait")]
+pub mod wait;
+#[cfg(any(feature = "wait-tcp", feature = "wait"))]
 pub mod wait_tcp;
 
 pub struct Applet {
@@ -33,6 +35,14 @@ pub struct Applet {
 }
 
 pub const APPLETS: &[Applet] = &[
+    #[cfg(feature = "wait")]
+    Applet {
+        name: "wait",
+        summary: "wait until services answer (PostgreSQL, MySQL, Redis, files, DNS, TCP)",
+        usage: wait::USAGE,
+        default_timeout: Some(Duration::from_secs(60)),
+        parse: wait::parse,
+    },
     #[cfg(feature = "wait-tcp")]
     Applet {
         name: "wait-tcp",
