@@ -14,4 +14,5 @@ mod git_shallow;
 mod render_template;
 mod signals;
 mod sysctl;
+mod wait;
 mod wait_tcp;
