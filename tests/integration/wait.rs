@@ -420,3 +420,39 @@ fn several_kinds_at_once_one_never_ready_is_124_naming_it() {
         .stderr_has(&format!("{never}: not ready: connection refused"))
         .stderr_has(&format!("1 of 3 target(s) not ready: {never}"));
 }
+
+// ---- HTTP(S) ----
+
+#[test]
+fn http_health_endpoint_that_switches_from_503_to_200() {
+    let nginx = crate::fetch::Nginx::start();
+    let url = nginx.url("/healthz");
+    let waiting = wait_in_background(&[&url, "--expect-body", "up", "--timeout", "30s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(nginx.www("healthz-ready"), "starting\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(nginx.www("healthz-ready"), "up\n").unwrap();
+    waiting
+        .finish()
+        .success()
+        .stderr_has("http: HTTP 503 Service Unavailable")
+        .stderr_has("http: HTTP 200 OK, but the body lacks \"up\"")
+        .stderr_has(&format!("{url} ready after"));
+}
+
+/// A certificate that is not trusted fails at once with 78; with the CA given, the same target
+/// is ready.
+#[test]
+fn https_untrusted_certificate_is_78_at_once() {
+    let nginx = crate::fetch::Nginx::start();
+    let url = nginx.tls_url("/hello.txt");
+    initbox(["wait", &url, "--timeout", "30s"])
+        .run()
+        .code(78)
+        .within(Duration::from_secs(5));
+    let ca = nginx.ca_file().to_str().unwrap().to_string();
+    initbox(["wait", &url, "--ca-file", &ca, "--timeout", "30s"])
+        .run()
+        .success()
+        .stderr_has("HTTP 200 OK");
+}

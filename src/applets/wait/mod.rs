@@ -8,6 +8,7 @@
 
 mod dns;
 mod file;
+mod http;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
@@ -33,6 +34,8 @@ exec COMMAND when one is given. Ready means the service answers:
                                   the server answers a startup message with an
                                   authentication request or an error other
                                   than 57P03 (starting up, shutting down)
+    http://..., https://...       the status is in --expect-status, and the
+                                  body contains --expect-body TEXT if given
     mysql://host[:3306]           the server sends its protocol-10 handshake
     redis://[[user]:password@]host[:6379][/db]
                                   PING answers PONG (after AUTH), not LOADING,
@@ -40,7 +43,8 @@ exec COMMAND when one is given. Ready means the service answers:
     file:///path                  the path exists
     dns://name                    the name resolves
 
-A wrong Redis password, or none where one is needed, fails at once (77).
+A wrong Redis password, or none where one is needed, fails at once (77); so
+does a TLS failure (78).
 Names are resolved again on every attempt.
 
 OPTIONS
@@ -50,6 +54,10 @@ OPTIONS
     --connect-timeout DURATION
                               limit for one attempt: connect and first answer
                               (default 2s)
+    --expect-status LIST      accepted HTTP statuses (default 200-399), e.g.
+                              200 or 200-299,304
+    --expect-body TEXT        the HTTP body must contain TEXT
+    --ca-file PEM             also trust the certificates in PEM (repeatable)
     --password-file PATH      Redis password, when the URL has none
     --password-env VAR        Redis password from an environment variable
     --non-empty               file targets must also have a size above 0
@@ -95,6 +103,7 @@ impl Password {
 /// The options that shape the probes of some target kinds.
 struct Options {
     password: Password,
+    http: http::Expect,
     non_empty: bool,
     min_addresses: usize,
 }
@@ -115,6 +124,17 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     };
     let options = Options {
         password,
+        http: http::Expect {
+            statuses: args
+                .value("--expect-status", http::parse_statuses)?
+                .unwrap_or_else(|| http::Expect::default().statuses),
+            body: args.value("--expect-body", |s| Ok(s.to_string()))?,
+            ca_files: args
+                .values("--ca-file")?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+        },
         non_empty: args.flag("--non-empty"),
         min_addresses: args
             .value("--min-addresses", |s| match s.parse::<usize>() {
@@ -144,13 +164,16 @@ fn target(text: &str, options: &Options) -> Result<Box<dyn Probe>, Error> {
     Ok(match scheme.to_ascii_lowercase().as_str() {
         "tcp" => Box::new(wait_tcp::Target::parse(text).map_err(Error::Usage)?),
         "postgres" | "postgresql" => Box::new(postgres::Postgres::new(endpoint(5432)?)),
+        "http" | "https" => {
+            Box::new(http::Http::parse(text, &options.http).map_err(Error::Usage)?)
+        }
         "mysql" | "mariadb" => Box::new(mysql::Mysql::new(endpoint(3306)?)),
         "redis" => Box::new(redis::Redis::new(endpoint(6379)?, &options.password)?),
         "file" => Box::new(file::File::parse(text, options.non_empty).map_err(Error::Usage)?),
         "dns" => Box::new(dns::Dns::parse(text, options.min_addresses).map_err(Error::Usage)?),
         other => {
             return Err(Error::usage(format!(
-                "unsupported target scheme '{other}://' (use host:port, tcp, postgres, mysql, \
+                "unsupported target scheme '{other}://' (use host:port, tcp, http(s), postgres, mysql, \
                  redis, file or dns)"
             )))
         }
