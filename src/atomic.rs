@@ -225,6 +225,12 @@ impl AtomicFile {
 
     /// Flushes, applies `mode` and `owner`, syncs, and renames over the destination.
     pub fn commit(self, mode: u32, owner: Option<Owner>) -> Result<(), Error> {
+        self.seal(mode, owner)?.commit()
+    }
+
+    /// Does all of the commit that can fail but the rename (mode, owner, sync) and closes the
+    /// file, so that many outputs can wait for their renames without holding a descriptor each.
+    pub fn seal(self, mode: u32, owner: Option<Owner>) -> Result<Sealed, Error> {
         let fail = |what: &str, e: &io::Error| {
             Error::io(format!("{}: {what}", self.destination.display()), e)
         };
@@ -246,17 +252,45 @@ impl AtomicFile {
                 .0
             }
         };
-        let target = CString::new(self.dest_name.as_slice()).expect("names with NUL are not paths");
-        guard
-            .commit(|temp| {
-                let name = temp.file_name().unwrap_or_default().as_bytes();
-                sys::rename_at(&self.dir, &CString::new(name)?, &self.dir, &target)
-            })
-            .map_err(|e| fail("cannot rename into place", &e))?;
+        // Complete now: from here a leftover is the finished file, not a stale temporary.
         let _ = sys::remove_xattr(&self.file, TEMP_XATTR);
+        Ok(Sealed {
+            guard,
+            directory: self.directory,
+            destination: self.destination,
+        })
+    }
+}
+
+/// A complete, synced and closed temporary, waiting to be renamed over its destination; dropped,
+/// it is removed.
+pub struct Sealed {
+    guard: TempGuard,
+    directory: PathBuf,
+    destination: PathBuf,
+}
+
+impl Sealed {
+    pub fn destination(&self) -> &Path {
+        &self.destination
+    }
+
+    /// Renames the temporary over the destination.
+    pub fn commit(self) -> Result<(), Error> {
+        let destination = self.destination;
+        self.guard
+            .commit(|temp| fs::rename(temp, &destination))
+            .map_err(|e| {
+                Error::io(
+                    format!("{}: cannot rename into place", destination.display()),
+                    &e,
+                )
+            })?;
         // The rename is durable only once the directory entry is; best effort, as some
         // filesystems refuse fsync on directories.
-        let _ = File::from(self.dir).sync_all();
+        if let Ok(directory) = File::open(&self.directory) {
+            let _ = directory.sync_all();
+        }
         Ok(())
     }
 }

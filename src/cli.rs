@@ -10,7 +10,8 @@ use crate::log::Format;
 /// Options every applet accepts, taken off the command line before the applet parses its own.
 pub const COMMON_OPTIONS: &str = "\
 COMMON OPTIONS
-    --timeout DURATION   overall deadline, e.g. 500ms, 30s, 5m, 1h, 1m30s; 0 = none
+    --timeout DURATION   overall deadline, e.g. 500ms, 30s, 5m, 1h, 1m30s (at
+                         least 1ms); 0 = none
     --check-args         only check the arguments (exit 0 or 64), do nothing
     --log-format FORMAT  text (default) or json; also INITBOX_LOG_FORMAT
     -q, --quiet          only print errors
@@ -61,8 +62,16 @@ impl Args {
         self.options.values_from_str(names).map_err(usage_error)
     }
 
-    /// The remaining words, all positional: any word left that looks like an option is unknown.
+    /// The remaining words, all positional: any word left that looks like an option is unknown,
+    /// and so is a command after `--` that the applet did not take (it would be dropped unrun).
     pub fn positionals(self) -> Result<Vec<String>, Error> {
+        if !self.command.is_empty() {
+            let words: Vec<_> = self.command.iter().map(|w| w.to_string_lossy()).collect();
+            return Err(Error::usage(format!(
+                "this applet runs no command after '--' (found '{}')",
+                words.join(" ")
+            )));
+        }
         self.options
             .finish()
             .into_iter()
@@ -153,6 +162,7 @@ fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(seconds));
     }
     let mut total = Duration::ZERO;
+    let mut any_nonzero = false;
     let mut rest = text;
     while !rest.is_empty() {
         let number_len = rest
@@ -171,10 +181,18 @@ fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
             _ => return Err(invalid()),
         };
         let value: f64 = number.parse().map_err(|_| invalid())?;
+        any_nonzero |= value > 0.0;
         total = total
             .checked_add(Duration::try_from_secs_f64(value * unit_seconds).map_err(|_| invalid())?)
             .ok_or_else(invalid)?;
         rest = tail;
+    }
+    // A value rounding to 0 would mean "no deadline" (`--timeout 0.0000001ms`), and no limit
+    // below 1 ms is meant: a typo must not turn a short limit into none.
+    if any_nonzero && total < Duration::from_millis(1) {
+        return Err(format!(
+            "duration '{text}' is shorter than 1ms (use 0 for no limit)"
+        ));
     }
     Ok(total)
 }
@@ -262,6 +280,20 @@ mod tests {
         assert!(parse_duration("100000h").is_err());
     }
 
+    /// Issue 9 #23: `--timeout 0.0000001ms` rounded to 0, which means "no deadline".
+    #[test]
+    fn durations_below_a_millisecond_are_refused_not_forever() {
+        for tiny in ["0.0000001ms", "0.5ms", "0.0009s", "0.00001m", "0h0.1ms"] {
+            let err = parse_duration(tiny).unwrap_err();
+            assert!(err.contains("shorter than 1ms"), "{tiny:?}: {err}");
+        }
+        for zero in ["0", "0s", "0ms", "0.0s", "0h0m"] {
+            assert_eq!(parse_duration(zero), Ok(Duration::ZERO), "{zero:?}");
+        }
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("1.5ms"), Ok(Duration::from_micros(1500)));
+    }
+
     #[test]
     fn durations_print_as_they_are_written() {
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
@@ -291,8 +323,18 @@ mod tests {
         let words = ["db:5432", "--any", "--", "app", "--port", "80"].map(OsString::from);
         let mut args = Args::new(words.to_vec());
         assert!(args.flag("--any"));
-        assert_eq!(args.command, ["app", "--port", "80"].map(OsString::from));
+        let command = std::mem::take(&mut args.command);
+        assert_eq!(command, ["app", "--port", "80"].map(OsString::from));
         assert_eq!(args.positionals().unwrap(), ["db:5432"]);
+    }
+
+    /// Issue 9 #13: the words after `--` were dropped when the applet took no command.
+    #[test]
+    fn an_untaken_command_after_double_dash_is_a_usage_error() {
+        let args = Args::new(["/data", "--", "app"].map(OsString::from).to_vec());
+        let err = args.positionals().unwrap_err();
+        assert_eq!(err.exit_code(), 64);
+        assert!(err.to_string().contains("'app'"), "{err}");
     }
 
     #[test]

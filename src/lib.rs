@@ -12,5 +12,4 @@ pub mod log;
 pub mod net;
 pub mod retry;
 pub mod supervisor;
-#[cfg(any(feature = "chmod-tree", feature = "git-shallow"))]
 pub mod sys;

@@ -108,7 +108,8 @@ fuzz_target!(|data: &[u8]| {
     );
 
     let lines = 1 + template.iter().filter(|&&b| b == b'\n').count() as u64;
-    for error in &whole_errors {
+    assert!(whole_errors.listed.len() <= whole_errors.total);
+    for error in &whole_errors.listed {
         assert!(
             (1..=lines).contains(&error.position.line) && error.position.column >= 1,
             "{error:?} outside a template of {lines} lines"

@@ -1,6 +1,6 @@
 //! The `sysctl` conf-file parser and key validation: never panics; every accepted key maps to a
-//! path below /proc/sys with only normal segments (no `..`, `.` or empty one); every problem
-//! names a line of the input; the settings come in line order.
+//! path below /proc/sys with only normal segments (no `..`, `.` or empty one); every problem,
+//! including a byte that is not UTF-8, names a line of the input; the settings come in line order.
 #![no_main]
 
 use std::path::{Component, Path};
@@ -29,17 +29,17 @@ fn check_key(key: &Key) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(key) = Key::parse(text) {
-        check_key(&key);
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(key) = Key::parse(text) {
+            check_key(&key);
+        }
+        if let Ok(setting) = parse_setting(text) {
+            check_key(&setting.key);
+        }
     }
-    if let Ok(setting) = parse_setting(text) {
-        check_key(&setting.key);
-    }
-    let lines = text.lines().count();
-    match parse_conf("f", text) {
+    // Any bytes: a line that is not UTF-8 is a problem on that line, not a failure of the file.
+    let lines = data.split(|&b| b == b'\n').count();
+    match parse_conf("f", data) {
         Ok(settings) => {
             let mut previous = 0;
             for setting in &settings {

@@ -118,16 +118,21 @@ pub fn parse_setting(text: &str) -> Result<Setting, String> {
     })
 }
 
-/// Parses a `sysctl.conf` text. Returns the settings, or every malformed line as `file:line: why`.
-pub fn parse_conf(file: &str, text: &str) -> Result<Vec<Setting>, Vec<String>> {
+/// Parses a `sysctl.conf` file's bytes. Returns the settings, or every malformed line as
+/// `file:line: why`. Comments may hold any bytes (procps skips them); a setting must be UTF-8.
+pub fn parse_conf(file: &str, text: &[u8]) -> Result<Vec<Setting>, Vec<String>> {
     let mut settings = Vec::new();
     let mut problems = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
         let origin = format!("{file}:{}", index + 1);
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+        let line = line.trim_ascii();
+        if line.is_empty() || line.starts_with(b"#") || line.starts_with(b";") {
             continue;
         }
+        let Ok(line) = std::str::from_utf8(line) else {
+            problems.push(format!("{origin}: not valid UTF-8"));
+            continue;
+        };
         if !line.contains('=') {
             problems.push(format!("{origin}: expected 'key = value', found '{line}'"));
             continue;
@@ -165,7 +170,7 @@ fn run(files: &[String], mut settings: Vec<Setting>, deadline: &Deadline) -> Res
     let mut problems = Vec::new();
     let mut from_files = Vec::new();
     for file in files {
-        let text = fs::read_to_string(file).map_err(|e| Error::io(file, &e))?;
+        let text = fs::read(file).map_err(|e| Error::io(file, &e))?;
         match parse_conf(file, &text) {
             Ok(found) => from_files.extend(found),
             Err(found) => problems.extend(found),
@@ -315,7 +320,7 @@ mod tests {
     fn conf_files_in_procps_format() {
         let text = "# comment\n; also comment\n\n  net.core.somaxconn = 1024\n\
                     -net.ipv4.tcp_mtu_probing=1\nkernel.x =\n";
-        let settings = parse_conf("s.conf", text).unwrap();
+        let settings = parse_conf("s.conf", text.as_bytes()).unwrap();
         assert_eq!(settings.len(), 3);
         assert_eq!(settings[0].origin.as_deref(), Some("s.conf:4"));
         assert!(settings[1].ignore_failure);
@@ -324,10 +329,19 @@ mod tests {
 
     #[test]
     fn every_malformed_line_is_reported_with_its_line() {
-        let problems = parse_conf("s.conf", "a.b = 1\nnonsense\nx..y = 2\n").unwrap_err();
+        let problems = parse_conf("s.conf", b"a.b = 1\nnonsense\nx..y = 2\n").unwrap_err();
         assert_eq!(problems.len(), 2);
         assert!(problems[0].starts_with("s.conf:2: expected 'key = value'"));
         assert!(problems[1].starts_with("s.conf:3: invalid key"));
+    }
+
+    /// Issue 9 #21: a non-UTF-8 byte failed the whole read (74) without a line number.
+    #[test]
+    fn non_utf8_settings_are_malformed_lines_and_comments_may_hold_any_bytes() {
+        let problems = parse_conf("s.conf", b"# caf\xe9\r\na.b = 1\nc.d = \xff\n").unwrap_err();
+        assert_eq!(problems, ["s.conf:3: not valid UTF-8"]);
+        let settings = parse_conf("s.conf", b"; \xe9\na.b = 1\r\n").unwrap();
+        assert_eq!(settings[0].value.as_deref(), Some("1"));
     }
 
     #[test]

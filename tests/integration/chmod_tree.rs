@@ -541,10 +541,8 @@ fn issue_9_10_deep_trees_need_a_bounded_number_of_descriptors() {
         // SAFETY: file is a fresh descriptor of ours.
         unsafe { libc::close(file) };
         // SAFETY: name is NUL-terminated; fd is open.
-        assert_eq!(
-            unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), 0o755) },
-            0
-        );
+        let made = unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), 0o755) };
+        assert_eq!(made, 0);
         // SAFETY: as above; the new descriptor is owned by the File.
         let next = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), libc::O_RDONLY) };
         assert!(next >= 0);

@@ -184,3 +184,66 @@ fn check_args_validates_without_doing_anything() {
         .run()
         .code(64);
 }
+
+/// Issue 9 #13: words after `--` were dropped silently (exit 0) by every applet but wait-tcp,
+/// the only one that runs a command; now they are a usage error, and nothing is done.
+#[test]
+fn a_command_after_double_dash_is_refused_where_no_applet_runs_it() {
+    let dir = TempDir::new("double-dash");
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let template = dir.join("t.tmpl");
+    std::fs::write(&template, "x").unwrap();
+    let out_file = dir.join("out");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "chmod-tree".into(),
+            "--mode".into(),
+            "0700".into(),
+            path(&tree),
+        ],
+        vec!["render-template".into(), path(&template), path(&out_file)],
+        vec![
+            "sysctl".into(),
+            "--check-args".into(),
+            "net.core.somaxconn=1".into(),
+        ],
+        vec![
+            "fetch".into(),
+            "--check-args".into(),
+            "http://127.0.0.1:1/x".into(),
+            "-o".into(),
+            path(&out_file),
+        ],
+        vec![
+            "git-shallow".into(),
+            "--check-args".into(),
+            "http://127.0.0.1:1/r".into(),
+            path(&dir.join("repo")),
+        ],
+    ];
+    for mut args in cases {
+        args.extend(["--".into(), "echo".into(), "hi".into()]);
+        initbox(&args)
+            .run()
+            .code(64)
+            .stderr_has("after '--'")
+            .stderr_has("echo");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_ne!(
+        std::fs::metadata(&tree).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(!out_file.exists());
+}
+
+/// Issue 9 #23: `--timeout 0.0000001ms` meant "no deadline"; a nonzero value below 1 ms is 64.
+#[test]
+fn a_timeout_below_a_millisecond_is_a_usage_error() {
+    initbox(["wait-tcp", "127.0.0.1:1", "--timeout", "0.0000001ms"])
+        .run()
+        .code(64)
+        .stderr_has("shorter than 1ms");
+}

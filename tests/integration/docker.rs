@@ -413,10 +413,8 @@ fn issue_9_14_chmod_tree_without_fchmodat2_opens_no_entry() {
     // An unassigned major number (local/experimental range): opening it fails with ENXIO.
     let device = libc::makedev(240, 77);
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::mknod(c("device").as_ptr(), libc::S_IFCHR | 0o644, device) },
-        0
-    );
+    let made = unsafe { libc::mknod(c("device").as_ptr(), libc::S_IFCHR | 0o644, device) };
+    assert_eq!(made, 0);
     for name in ["", "secret", "sock", "fifo", "device"] {
         std::os::unix::fs::lchown(data.join(name), Some(65532), Some(65532)).unwrap();
     }

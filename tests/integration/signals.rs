@@ -114,8 +114,9 @@ fn every_terminating_signal_cleans_up_and_exits_128_plus_n() {
             dest.to_str().unwrap(),
         ])
         .spawn();
+        // The temporary may be unnamed (O_TMPFILE): wait until the download holds it open.
         wait_until("the temporary file", Duration::from_secs(10), || {
-            dir.names().len() == 2
+            holds_a_file_in(running.pid(), dir.path())
         });
         running.signal(signal, running.pid());
         let out = running.finish();
@@ -124,6 +125,17 @@ fn every_terminating_signal_cleans_up_and_exits_128_plus_n() {
         assert_eq!(dir.names(), ["config"], "signal {signal}");
         assert_eq!(fs::read_to_string(&dest).unwrap(), "old");
     }
+}
+
+/// Whether process `pid` has a file in `dir` open (named or unnamed: `/proc` shows both by path).
+fn holds_a_file_in(pid: i32, dir: &std::path::Path) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| fs::read_link(fd.path()).ok())
+                .any(|target| target.starts_with(dir))
+        })
+        .unwrap_or(false)
 }
 
 /// Issue 9 #25, SIGPIPE: writing `-o -` into a pipe nobody reads ends at once with an error,

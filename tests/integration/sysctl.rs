@@ -210,3 +210,29 @@ fn read_only_proc_sys_exits_77_with_the_kubernetes_hint() {
         .stderr_has("securityContext.sysctls")
         .stderr_has("privileged initContainer");
 }
+
+/// Issue 9 #21: a non-UTF-8 byte in a conf file was an I/O error (74) with no line; it is a
+/// malformed line (65, `file:line`), and a comment may hold any bytes, as procps ignores it.
+#[test]
+fn a_non_utf8_byte_is_a_malformed_line_named_by_its_number() {
+    if !have_root("a_non_utf8_byte_is_a_malformed_line_named_by_its_number") {
+        return;
+    }
+    let dir = TempDir::new("sysctl-latin1");
+    let conf = dir.join("latin1.conf");
+    std::fs::write(
+        &conf,
+        b"# r\xe9glages\nnet.core.somaxconn = 999\nkernel.x = caf\xe9\n".as_slice(),
+    )
+    .unwrap();
+    let script = format!(
+        "echo 4096 > /proc/sys/net/core/somaxconn; \"$0\" sysctl -p {}; echo \"exit $?\"; \
+         cat /proc/sys/net/core/somaxconn",
+        conf.display()
+    );
+    let out = in_new_netns(&script).run();
+    out.success()
+        .stdout_has("exit 65\n4096\n")
+        .stderr_has(&format!("{}:3: not valid UTF-8", conf.display()))
+        .stderr_lacks(":1:");
+}

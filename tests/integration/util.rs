@@ -634,3 +634,12 @@ fn dns_reply(query: &[u8], records: &[(String, std::net::Ipv4Addr)]) -> Option<(
     }
     Some((name, reply))
 }
+
+/// Whether `path` carries the extended attribute `name` (for our temporaries' marker).
+pub fn has_xattr(path: &Path, name: &str) -> bool {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and live across the call; a zero-size query
+    // writes nothing.
+    unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}

@@ -4,8 +4,9 @@
 //! The language lives in `parse.rs`, a pure streaming function the fuzz targets can call. This
 //! file turns the command line into (template, destination) pairs, walks directory sources,
 //! collects the variables, and writes each output through `AtomicFile`: every template is rendered
-//! into its temporary first, and only when no template had an error are they all renamed into
-//! place. A strict error therefore leaves every destination as it was.
+//! into its temporary first (written, synced and closed), and only when no template had an error
+//! and no destination is in the way are they all renamed into place. A strict error therefore
+//! leaves every destination as it was.
 
 pub mod parse;
 
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::atomic::{parse_mode, AtomicFile, Owner};
+use crate::atomic::{parse_mode, AtomicFile, Owner, Sealed};
 use crate::cli::Args;
 use crate::error::{describe_io, Error};
 use crate::log;
@@ -43,7 +44,9 @@ SYNTAX (POSIX shell semantics; ':' forms treat an empty value as unset)
     ${VAR:+word}       word if VAR is set and not empty (${VAR+word}: if set)
     $$                 a literal $
 word may contain references and runs to the matching '}'. Anything else
-after '$' ($1, '$ ', a '$' at the end) is copied as is. Values are never
+after '$' ($1, '$ ', a '$' at the end) is copied as is; '${' without a name
+(${}, ${1}, ${#VAR}) is an error, also with --allow-unset (write $${ for a
+literal '${'; with --only or --prefix it is copied). Values are never
 scanned again: a password containing '$' arrives intact.
 
 OPTIONS
@@ -59,8 +62,8 @@ OPTIONS
     --mode MODE           octal mode of DEST files (default 0644)
     --owner UID[:GID]     numeric owner of DEST files (default: unchanged)
 
-Every error in every template is reported (exit 65) and then nothing is
-written. Parent directories of DEST are created (mode 0755).
+Every error in every template is counted (the first 100 of each are listed;
+exit 65) and then nothing is written. Parent directories of DEST are created (mode 0755).
 
 EXAMPLES
     initbox render-template /templates/app.conf /config/app.conf
@@ -157,46 +160,104 @@ fn run(settings: Settings, deadline: &Deadline) -> Result<(), Error> {
     for (src, dest) in &settings.pairs {
         expand_sources(src, dest, &mut jobs)?;
     }
+    let sealed = render_all(&jobs, &settings, &mut values, deadline)?;
+    check_destinations(&sealed)?;
+    commit_all(sealed)
+}
 
-    let mut rendered = Vec::new();
+/// Renders every template into a sealed temporary beside its destination: written, given its
+/// mode and owner, synced and closed, so that open descriptors stay bounded however many files
+/// there are (issue 9 #10). Every template is rendered even after an error, to report them all;
+/// then, on any error, the temporaries are dropped, which removes them.
+fn render_all(
+    jobs: &[(PathBuf, PathBuf)],
+    settings: &Settings,
+    values: &mut Values,
+    deadline: &Deadline,
+) -> Result<Vec<Sealed>, Error> {
+    let mut sealed = Vec::new();
     let mut error_count = 0;
     let mut failed_templates = 0;
-    for (src, dest) in &jobs {
+    for (src, dest) in jobs {
         deadline.check("render-template")?;
-        let (output, errors) = render_one(src, dest, &mut values, &settings.options)?;
+        let (output, errors) = render_one(src, dest, values, &settings.options)?;
         if errors.is_empty() {
-            rendered.push((dest, output));
+            if error_count == 0 {
+                sealed.push(output.seal(settings.mode, settings.owner)?);
+            }
             continue;
         }
         failed_templates += 1;
-        for error in &errors {
-            error_count += 1;
-            log::error(
-                &format!(
-                    "{}:{}:{}: {}",
-                    src.display(),
-                    error.position.line,
-                    error.position.column,
-                    error.message
-                ),
-                &[
-                    ("file", json!(src.display().to_string())),
-                    ("line", json!(error.position.line)),
-                    ("column", json!(error.position.column)),
-                ],
-            );
-        }
+        error_count += errors.total;
+        report_errors(src, &errors);
     }
     if error_count > 0 {
-        // Dropping the outputs removes their temporaries: no destination changes.
-        drop(rendered);
         return Err(Error::Data(format!(
             "{error_count} error(s) in {failed_templates} template(s); nothing was written"
         )));
     }
-    let count = rendered.len();
-    for (dest, output) in rendered {
-        output.commit(settings.mode, settings.owner)?;
+    Ok(sealed)
+}
+
+fn report_errors(src: &Path, errors: &parse::Errors) {
+    let file = json!(src.display().to_string());
+    for error in &errors.listed {
+        log::error(
+            &format!(
+                "{}:{}:{}: {}",
+                src.display(),
+                error.position.line,
+                error.position.column,
+                error.message
+            ),
+            &[
+                ("file", file.clone()),
+                ("line", json!(error.position.line)),
+                ("column", json!(error.position.column)),
+            ],
+        );
+    }
+    let unlisted = errors.total - errors.listed.len();
+    if unlisted > 0 {
+        log::error(
+            &format!("{}: {unlisted} more error(s) not listed", src.display()),
+            &[("file", file)],
+        );
+    }
+}
+
+/// What could still make a rename fail, checked before the first one (issue 9 #17): a directory
+/// where a file is to go. Across several directories the renames cannot be one atomic step, so
+/// every failure that can be foreseen is found before anything is replaced.
+fn check_destinations(sealed: &[Sealed]) -> Result<(), Error> {
+    for output in sealed {
+        let dest = output.destination();
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Io(format!(
+                "{}: is a directory, which a rendered file cannot replace; nothing was written",
+                dest.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Renames every output into place. A rename failing now (the directory changed meanwhile, or a
+/// signal) is reported with what was and was not replaced.
+fn commit_all(sealed: Vec<Sealed>) -> Result<(), Error> {
+    let count = sealed.len();
+    for (done, output) in sealed.into_iter().enumerate() {
+        let dest = output.destination().to_path_buf();
+        if let Err(err) = output.commit() {
+            log::error(
+                &format!(
+                    "{done} of {count} file(s) were replaced before this failure, {} were not",
+                    count - done
+                ),
+                &[("replaced", json!(done)), ("files", json!(count))],
+            );
+            return Err(err);
+        }
         log::info(
             &format!("rendered {}", dest.display()),
             &[("file", json!(dest.display().to_string()))],
@@ -282,7 +343,7 @@ fn render_one(
     dest: &Path,
     values: &mut Values,
     options: &Options,
-) -> Result<(AtomicFile, Vec<parse::TemplateError>), Error> {
+) -> Result<(AtomicFile, parse::Errors), Error> {
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), &e))?;
     }

@@ -22,11 +22,15 @@
 //! | `${VAR+word}`     | word              | word          | empty              |
 //!
 //! `word` runs to the matching `}` and may hold references itself; it is expanded only when used.
-//! `$$` is a literal `$`. Anything else after `$` (`$1`, `$ `, `${}`, a `$` at the end) is copied as
-//! is. Braced names may contain dots, to address nested `--values` keys (`${db.host}`).
+//! `$$` is a literal `$`. Anything else after `$` (`$1`, `$ `, a `$` at the end) is copied as is.
+//! `${` always starts a reference: not followed by a name (`${}`, `${1}`, `${#A}`, `${` at the end)
+//! it is an error ("bad substitution", as bash says), unless `--only`/`--prefix` select names, as
+//! it then names nothing selected and is copied. Braced names may contain dots, to address nested
+//! `--values` keys (`${db.host}`).
 //!
 //! Errors (unset variable in strict mode, `:?`, syntax) do not stop the scan: every error of a
-//! template is collected with its line and column, and the caller decides not to keep the output.
+//! template is counted, the first [`MAX_ERRORS`] kept with their line and column, and the caller
+//! decides not to keep the output.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -36,8 +40,8 @@ use std::io::{self, Read, Write};
 pub const CHUNK: usize = 64 * 1024;
 /// The longest reference (from `$` to its `}`) accepted; longer is an error, which bounds memory.
 pub const MAX_REFERENCE: usize = 64 * 1024;
-/// Errors reported per template; past this one more says the rest were left out, which keeps
-/// memory fixed on a huge template full of unset names.
+/// Errors listed per template; past this they are only counted, which keeps memory fixed on a
+/// huge template full of unset names.
 pub const MAX_ERRORS: usize = 100;
 /// How deeply defaults may nest (`${A:-${B:-${C}}}` is 3), which bounds the stack.
 pub const MAX_NESTING: usize = 32;
@@ -82,6 +86,19 @@ pub struct TemplateError {
     pub message: String,
 }
 
+/// The errors of one template: the first [`MAX_ERRORS`] in full, and how many there were in all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Errors {
+    pub listed: Vec<TemplateError>,
+    pub total: usize,
+}
+
+impl Errors {
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
 /// Which names are substituted; others are copied as written (GNU envsubst's SHELL-FORMAT).
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -94,8 +111,12 @@ pub struct Options {
 }
 
 impl Options {
+    fn selects_all(&self) -> bool {
+        self.only.is_empty() && self.prefixes.is_empty()
+    }
+
     fn selects(&self, name: &str) -> bool {
-        (self.only.is_empty() && self.prefixes.is_empty())
+        self.selects_all()
             || self.only.iter().any(|n| n == name)
             || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
     }
@@ -183,21 +204,22 @@ impl Values {
     }
 }
 
-/// Renders `input` into `output`. Returns every template error found (empty: the output is
+/// Renders `input` into `output`. Returns the template errors found (none: the output is
 /// complete and right); an `Err` is an I/O error of `input` or `output`.
 pub fn render(
     mut input: impl Read,
     output: &mut impl Write,
     values: &mut Values,
     options: &Options,
-) -> io::Result<Vec<TemplateError>> {
+) -> io::Result<Errors> {
     let mut renderer = Renderer {
         values,
         options,
         position: Position::START,
-        errors: Vec::new(),
+        errors: Errors::default(),
         depth: 0,
         assigned: 0,
+        closings: Closings::default(),
     };
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + MAX_REFERENCE);
     loop {
@@ -211,6 +233,8 @@ pub fn render(
         };
         pending.truncate(kept + read);
         let end = read == 0;
+        // What was learnt about the braces of the last buffer does not hold for this one.
+        renderer.closings.clear();
         let consumed = renderer.expand(&pending, end, output)?;
         if end {
             return Ok(renderer.errors);
@@ -219,7 +243,7 @@ pub fn render(
     }
 }
 
-/// A complete in-memory template, for tests and fuzzing.
+/// A complete in-memory template, for tests and fuzzing; returns the listed errors.
 pub fn render_bytes(
     template: &[u8],
     values: &mut Values,
@@ -228,7 +252,7 @@ pub fn render_bytes(
     let mut output = Vec::new();
     let errors = render(template, &mut output, values, options)
         .unwrap_or_else(|e| unreachable!("in-memory I/O failed: {e}"));
-    (output, errors)
+    (output, errors.listed)
 }
 
 /// What the scan of one reference found.
@@ -253,10 +277,11 @@ struct Renderer<'a> {
     options: &'a Options,
     /// Of the next byte to handle.
     position: Position,
-    errors: Vec<TemplateError>,
+    errors: Errors,
     depth: usize,
     /// Bytes assigned by `:=` and `=` so far, against [`MAX_ASSIGNED`].
     assigned: usize,
+    closings: Closings,
 }
 
 /// The expansion of a word, which keeps at most [`MAX_WORD`] bytes and notes if there was more.
@@ -315,14 +340,10 @@ impl Renderer<'_> {
     }
 
     fn error(&mut self, position: Position, message: String) {
-        let message = match self.errors.len() {
-            n if n < MAX_ERRORS => message,
-            n if n == MAX_ERRORS => {
-                format!("more than {MAX_ERRORS} errors; the rest are not listed")
-            }
-            _ => return,
-        };
-        self.errors.push(TemplateError { position, message });
+        self.errors.total += 1;
+        if self.errors.listed.len() < MAX_ERRORS {
+            self.errors.listed.push(TemplateError { position, message });
+        }
     }
 
     /// Handles the reference at the start of `text` (which starts with `$`).
@@ -362,16 +383,14 @@ impl Renderer<'_> {
             return Ok(Step::Consumed(1));
         }
 
-        // `${`: a name must follow, else the text is not a reference and is copied.
-        let Some(&first) = text.get(2) else {
-            if !end {
-                return Ok(Step::NeedMore);
-            }
-            self.copy(b"${", output)?;
-            return Ok(Step::Consumed(2));
+        // `${` starts a reference: a name must follow (bash: "bad substitution").
+        let first = match text.get(2) {
+            Some(&first) => Some(first),
+            None if !end => return Ok(Step::NeedMore),
+            None => None,
         };
-        if !is_name_start(first) {
-            self.copy(b"${", output)?;
+        if !first.is_some_and(is_name_start) {
+            self.bad_substitution(first, output)?;
             return Ok(Step::Consumed(2));
         }
         let name_end = 2 + name_length(&text[2..], true);
@@ -418,7 +437,7 @@ impl Renderer<'_> {
                 return Ok(Step::Consumed(name_end));
             }
         };
-        let Some(word_end) = matching_brace(&text[word_start..]).map(|at| word_start + at) else {
+        let Some(word_end) = self.closing_brace(text, word_start) else {
             if can_wait {
                 return Ok(Step::NeedMore);
             }
@@ -494,6 +513,38 @@ impl Renderer<'_> {
         self.position = start;
         self.position.advance(&text[..length]);
         Ok(Step::Consumed(length))
+    }
+
+    /// `${` not followed by a name. When every name is substituted it can only be a mistake;
+    /// with `--only` or `--prefix` it is not a selected name, so it is copied like the others.
+    fn bad_substitution(&mut self, found: Option<u8>, output: &mut impl Write) -> io::Result<()> {
+        if !self.options.selects_all() {
+            return self.copy(b"${", output);
+        }
+        let found = found.map_or_else(|| "the end of the template".into(), found_text);
+        let message = format!(
+            "bad substitution: '${{' must be followed by a name, found {found} \
+             (write '$${{' for a literal '${{')"
+        );
+        self.error(self.position, message);
+        self.position.advance(b"${");
+        Ok(())
+    }
+
+    /// The offset in `text` (which starts with `${`) of the `}` that closes the word starting at
+    /// `word_start`. A reference left unclosed makes the scan learn where every `${` after it
+    /// closes, so the references it contains are not scanned to the end of the buffer again.
+    fn closing_brace(&mut self, text: &[u8], word_start: usize) -> Option<usize> {
+        if self.depth == 0 {
+            if let Some(known) = self.closings.get(text) {
+                return known;
+            }
+        }
+        let found = matching_brace(&text[word_start..]).map(|at| word_start + at);
+        if found.is_none() && self.depth == 0 {
+            self.closings.learn(text);
+        }
+        found
     }
 
     /// `$NAME` or `${NAME}`: the value, or in strict mode an error when unset.
@@ -574,31 +625,127 @@ fn found_text(byte: u8) -> String {
     }
 }
 
-/// The offset of the `}` that closes a word, skipping `$$` and nested `${...}`. `None` when the
-/// text ends first, or when it ends with a `$` whose meaning depends on the next byte.
+/// The offset of the `}` that closes a word, skipping `$$` and nested `${...}`; `None` when the
+/// text ends first.
 fn matching_brace(word: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
-    let mut at = 0;
-    while at < word.len() {
-        match word[at] {
-            b'$' => match word.get(at + 1) {
-                Some(b'$') => at += 2,
-                Some(b'{') => {
-                    depth += 1;
-                    at += 2;
-                }
-                Some(_) => at += 1,
-                None => return None,
-            },
-            b'}' if depth == 0 => return Some(at),
-            b'}' => {
-                depth -= 1;
-                at += 1;
-            }
-            _ => at += 1,
+    for (at, brace) in Braces::new(word) {
+        match brace {
+            Brace::Open => depth += 1,
+            Brace::Close if depth == 0 => return Some(at),
+            Brace::Close => depth -= 1,
         }
     }
     None
+}
+
+enum Brace {
+    /// `${`
+    Open,
+    /// `}`
+    Close,
+}
+
+/// The `${` and `}` of a text with their offsets, in order; `$$` is a literal `$`, so `$${`
+/// opens nothing. (A `$` at the very end opens nothing yet: more input may follow.)
+struct Braces<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Braces<'_> {
+    fn new(text: &[u8]) -> Braces<'_> {
+        Braces { text, at: 0 }
+    }
+}
+
+impl Iterator for Braces<'_> {
+    type Item = (usize, Brace);
+
+    fn next(&mut self) -> Option<(usize, Brace)> {
+        loop {
+            let found = self.at + memchr::memchr2(b'$', b'}', &self.text[self.at..])?;
+            if self.text[found] == b'}' {
+                self.at = found + 1;
+                return Some((found, Brace::Close));
+            }
+            match self.text.get(found + 1) {
+                Some(b'{') => {
+                    self.at = found + 2;
+                    return Some((found, Brace::Open));
+                }
+                Some(b'$') => self.at = found + 2,
+                _ => self.at = found + 1,
+            }
+        }
+    }
+}
+
+/// Where each `${` of the current buffer closes, learnt in one pass when a reference is found
+/// unclosed. Without it, each of a run of unclosed `${U:-` rescanned the rest of the buffer (up
+/// to [`CHUNK`] + [`MAX_REFERENCE`] bytes): quadratic, 11 s for 1 MiB (issue 9 #18).
+///
+/// Whether the `}` closing a word exists depends only on the bytes from the word to the end of
+/// the text, so an answer holds for any reference of the same buffer with the same end; the
+/// buffer changes with every read, and `clear` is called then.
+#[derive(Default)]
+struct Closings {
+    /// Address of the learnt text, and one past its end.
+    start: usize,
+    end: usize,
+    /// (offset of a `${`, offset of its `}` if any), in offset order.
+    entries: Vec<(u32, Option<u32>)>,
+    /// Indices in `entries` of the `${` still open while learning.
+    open: Vec<usize>,
+}
+
+impl Closings {
+    fn clear(&mut self) {
+        self.end = 0;
+        self.entries.clear();
+    }
+
+    /// For `text` starting at a `${` of the learnt text: `Some(offset of its '}' in text)`, or
+    /// `Some(None)` when it is not closed; `None` when not known.
+    fn get(&self, text: &[u8]) -> Option<Option<usize>> {
+        let address = text.as_ptr() as usize;
+        if address + text.len() != self.end || address < self.start {
+            return None;
+        }
+        let offset = u32::try_from(address - self.start).ok()?;
+        let index = self
+            .entries
+            .binary_search_by_key(&offset, |&(open, _)| open)
+            .ok()?;
+        Some(self.entries[index].1.map(|close| (close - offset) as usize))
+    }
+
+    /// Learns where every `${` of `text` closes.
+    fn learn(&mut self, text: &[u8]) {
+        self.clear();
+        // Offsets fit, as the buffer holds at most CHUNK + MAX_REFERENCE bytes; if not, nothing
+        // is learnt and every reference is scanned.
+        if u32::try_from(text.len()).is_err() {
+            return;
+        }
+        self.start = text.as_ptr() as usize;
+        self.end = self.start + text.len();
+        self.open.clear();
+        for (at, brace) in Braces::new(text) {
+            let at = at as u32;
+            match brace {
+                Brace::Open => {
+                    self.open.push(self.entries.len());
+                    self.entries.push((at, None));
+                }
+                Brace::Close => {
+                    if let Some(index) = self.open.pop() {
+                        self.entries[index].1 = Some(at);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -662,7 +809,8 @@ mod tests {
     #[test]
     fn what_is_not_a_reference_is_copied() {
         for (template, expected) in [
-            ("$1 $ ${} ${1} $-x $", "$1 $ ${} ${1} $-x $"),
+            ("$1 $ $-x $} $", "$1 $ $-x $} $"),
+            ("$${} $${1", "${} ${1"),
             ("$$NAME", "$NAME"),
             ("cost: 5$\n", "cost: 5$\n"),
             ("$NAME.txt", "world.txt"),
@@ -731,20 +879,22 @@ mod tests {
         assert_eq!((output.as_slice(), errors.len()), (&b"[]"[..], 0));
     }
 
+    /// Reads one byte at a time: every reference is split.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((&first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            buf[0] = first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
     #[test]
     fn references_split_across_chunks_are_found() {
-        /// Reads one byte at a time: every reference is split.
-        struct Trickle<'a>(&'a [u8]);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let Some((&first, rest)) = self.0.split_first() else {
-                    return Ok(0);
-                };
-                buf[0] = first;
-                self.0 = rest;
-                Ok(1)
-            }
-        }
         let template = "a $NAME ${UNSET:-${NAME}x} $$ ${NAME:+y} $";
         let mut output = Vec::new();
         let errors = render(
@@ -754,7 +904,7 @@ mod tests {
             &Options::default(),
         )
         .unwrap();
-        assert_eq!(errors, []);
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(String::from_utf8(output).unwrap(), ok(template));
     }
 
@@ -804,11 +954,73 @@ mod tests {
         assert_eq!(values.get("N16"), None);
     }
 
+    /// Issue 9 #22: the count was capped at 101 with the listing; it is the true total.
     #[test]
-    fn errors_are_capped() {
-        let found = errors(&"$UNSET ".repeat(1000));
-        assert_eq!(found.len(), MAX_ERRORS + 1);
-        assert!(found[MAX_ERRORS].2.starts_with("more than 100 errors"));
+    fn errors_listed_are_capped_but_counted_in_full() {
+        let mut output = Vec::new();
+        let template = "$UNSET ".repeat(1000);
+        let found = render(
+            template.as_bytes(),
+            &mut output,
+            &mut values(),
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!((found.listed.len(), found.total), (MAX_ERRORS, 1000));
+        assert_eq!(found.listed[MAX_ERRORS - 1].position.column, 694);
+    }
+
+    /// Issue 9 #18: `${` at the end, `${}`, `${1}`, `${#A}` were copied silently while `${A%x}`
+    /// was an error; each is a "bad substitution" at its position, in words too.
+    #[test]
+    fn braces_without_a_name_are_bad_substitutions() {
+        let found = errors("${}\n ${1} ${#NAME} ${ NAME} ${UNSET:-${-}}\n${");
+        let at: Vec<_> = found.iter().map(|e| (e.0, e.1)).collect();
+        assert_eq!(at, [(1, 1), (2, 2), (2, 7), (2, 16), (2, 34), (3, 1)]);
+        assert!(found.iter().all(|e| e.2.starts_with("bad substitution")));
+        assert!(found[0].2.contains("found '}'"), "{}", found[0].2);
+        assert!(found[5].2.contains("the end of the template"));
+        // Not used, so not expanded: no error, as for unset names.
+        assert_eq!(ok("${NAME:-${}}"), "world");
+        let only = Options {
+            only: vec!["NAME".into()],
+            ..Options::default()
+        };
+        let (output, found) = render_bytes(b"${} ${1} ${NAME} ${", &mut values(), &only);
+        assert_eq!(
+            (output.as_slice(), found),
+            (&b"${} ${1} world ${"[..], vec![])
+        );
+    }
+
+    /// Issue 9 #18: every unclosed reference rescanned the rest of the buffer (11 s for 1 MiB).
+    #[test]
+    fn unclosed_references_are_scanned_in_linear_time() {
+        let template = "${U:-".repeat((1 << 20) / 5);
+        let started = std::time::Instant::now();
+        let mut output = Vec::new();
+        let found = render(
+            template.as_bytes(),
+            &mut output,
+            &mut values(),
+            &Options::default(),
+        )
+        .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(found.total, (1 << 20) / 5);
+        assert!(found.listed[0].message.contains("not closed within 64 KiB"));
+        // The same errors and output as when every reference is scanned on its own.
+        let mut trickled = Vec::new();
+        let small = "${U:-".repeat(200) + "${NAME:-${U:-x} ${U:- $NAME ${X}}";
+        let found = render(
+            Trickle(small.as_bytes()),
+            &mut trickled,
+            &mut values(),
+            &Options::default(),
+        )
+        .unwrap();
+        let (whole, listed) = render_bytes(small.as_bytes(), &mut values(), &Options::default());
+        assert_eq!((trickled, found.listed), (whole, listed));
     }
 
     #[test]
