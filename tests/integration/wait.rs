@@ -456,3 +456,21 @@ fn https_untrusted_certificate_is_78_at_once() {
         .success()
         .stderr_has("HTTP 200 OK");
 }
+
+#[test]
+fn command_after_double_dash_runs_once_ready() {
+    let temp = TempDir::new("wait-exec");
+    let target = format!("file://{}", temp.path().display());
+    initbox([
+        "wait",
+        &target,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo became $0; exit 7",
+        "app",
+    ])
+    .run()
+    .code(7)
+    .stdout_has("became app");
+}
