@@ -282,6 +282,11 @@ fn split_host_port(text: &str) -> Result<(&str, Option<&str>), String> {
     if host.is_empty() {
         return Err("missing host".into());
     }
+    // Found by the wait_answers fuzz target: `[[h]` left a '[' in the host, so the label did not
+    // parse back.
+    if host.contains(['[', ']']) {
+        return Err("stray '[' or ']' in the host".into());
+    }
     Ok((host, port))
 }
 
@@ -356,6 +361,8 @@ mod tests {
             ("redis://u:sec%zzret@h", "hex digits"),
             ("mysql://::1:3306", "brackets"),
             ("mysql://[::1", "missing ']'"),
+            ("mysql://[[db]", "stray '['"),
+            ("mysql://db]:1", "stray '['"),
         ] {
             let err = Endpoint::parse(text, 1).err().unwrap();
             assert!(err.contains(why), "{text}: {err}");
