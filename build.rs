@@ -5,6 +5,7 @@ use std::process::Command;
 
 /// In the order of the applet table, so `--version` lists them as `--help` does.
 const APPLETS: &[&str] = &[
+    "wait",
     "wait-tcp",
     "fetch",
     "render-template",

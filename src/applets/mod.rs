@@ -21,7 +21,9 @@ pub mod render_template;
 pub mod sleep;
 #[cfg(feature = "sysctl")]
 pub mod sysctl;
-#[cfg(feature = "wait-tcp")]
+#[cfg(feature = "wait")]
+pub mod wait;
+#[cfg(any(feature = "wait-tcp", feature = "wait"))]
 pub mod wait_tcp;
 
 pub struct Applet {
@@ -43,6 +45,16 @@ pub struct Applet {
 }
 
 pub const APPLETS: &[Applet] = &[
+    #[cfg(feature = "wait")]
+    Applet {
+        name: "wait",
+        summary: "wait until services answer (PostgreSQL, MySQL, Redis, files, DNS, TCP)",
+        usage: wait::USAGE,
+        shared_options: &[crate::http::HELP],
+        default_timeout: Some(Duration::from_secs(60)),
+        parse: wait::parse,
+        runs_command: false,
+    },
     #[cfg(feature = "wait-tcp")]
     Applet {
         name: "wait-tcp",

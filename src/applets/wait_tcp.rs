@@ -97,28 +97,81 @@ impl Target {
     }
 }
 
-struct Settings {
-    any: bool,
-    interval: Option<Duration>,
-    connect_timeout: Duration,
+/// How the engine probes: shared by `wait-tcp` and `wait`.
+pub struct Settings {
+    pub any: bool,
+    pub interval: Option<Duration>,
+    /// Limit for one attempt: the connection, and the first answer of protocol probes.
+    pub connect_timeout: Duration,
+}
+
+impl Settings {
+    /// Takes the engine's options (`--any`, `--interval`, `--connect-timeout`) off `args`.
+    pub fn parse(args: &mut Args) -> Result<Settings, Error> {
+        let settings = Settings {
+            any: args.flag("--any"),
+            interval: args.value("--interval", parse_duration)?,
+            connect_timeout: args
+                .value("--connect-timeout", parse_duration)?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        };
+        if settings.interval == Some(Duration::ZERO) {
+            return Err(Error::usage("--interval must be more than 0"));
+        }
+        // As in the HTTP options: an attempt with no time to connect could never succeed.
+        if settings.connect_timeout.is_zero() {
+            return Err(Error::usage("--connect-timeout must be more than 0"));
+        }
+        Ok(settings)
+    }
+}
+
+/// Why one attempt did not find the target ready.
+pub enum NotReady {
+    /// The resolver had not answered when the deadline passed.
+    Unanswered,
+    /// Keep waiting; the text is the state to report, e.g. "connection refused".
+    Waiting(String),
+    /// Waiting cannot help (a wrong password, an untrusted certificate): stop every probe.
+    Fatal(Error),
+}
+
+/// One kind of target: what a single attempt does, and how it names the target in messages.
+pub trait Probe: Send + 'static {
+    /// The target as the user wrote it, without credentials.
+    fn label(&self) -> &str;
+    /// One attempt; on success, a short detail for the "ready" line (the address, a version).
+    fn attempt(&self, deadline: &Deadline, attempt_timeout: Duration) -> Result<String, NotReady>;
+}
+
+impl Probe for Target {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn attempt(&self, deadline: &Deadline, attempt_timeout: Duration) -> Result<String, NotReady> {
+        // Closing right away sends a FIN: the server sees a clean connect-and-close.
+        let (_stream, address) = connect(&self.host, self.port, deadline, attempt_timeout)?;
+        Ok(address.to_string())
+    }
 }
 
 pub fn parse(mut args: Args) -> Result<Job, Error> {
-    let settings = Settings {
-        any: args.flag("--any"),
-        interval: args.value("--interval", parse_duration)?,
-        connect_timeout: args
-            .value("--connect-timeout", parse_duration)?
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-    };
-    if settings.interval == Some(Duration::ZERO) {
-        return Err(Error::usage("--interval must be more than 0"));
-    }
+    let settings = Settings::parse(&mut args)?;
     let targets = args
         .positionals()?
         .iter()
-        .map(|text| Target::parse(text).map_err(Error::Usage))
+        .map(|text| {
+            Target::parse(text)
+                .map(|t| Box::new(t) as Box<dyn Probe>)
+                .map_err(Error::Usage)
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    job(targets, settings)
+}
+
+/// The work of a wait applet: probe every target until ready (main chain-loads a command after).
+pub fn job(targets: Vec<Box<dyn Probe>>, settings: Settings) -> Result<Job, Error> {
     if targets.is_empty() {
         return Err(Error::usage("no TARGET given"));
     }
@@ -130,9 +183,14 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
 enum Outcome {
     Ready,
     NotReady { last_error: String, attempts: u32 },
+    Fatal(Error),
 }
 
-fn wait_for(targets: Vec<Target>, settings: &Settings, deadline: &Deadline) -> Result<(), Error> {
+fn wait_for(
+    targets: Vec<Box<dyn Probe>>,
+    settings: &Settings,
+    deadline: &Deadline,
+) -> Result<(), Error> {
     let count = targets.len();
     let finished = Arc::new(AtomicBool::new(false));
     let (sender, outcomes) = mpsc::channel();
@@ -146,40 +204,46 @@ fn wait_for(targets: Vec<Target>, settings: &Settings, deadline: &Deadline) -> R
         };
         let connect_timeout = settings.connect_timeout;
         thread::Builder::new()
-            .name(format!("probe {}", target.label))
+            .name(format!("probe {}", target.label()))
             .spawn(move || {
-                let outcome =
-                    probe_until_ready(&target, &deadline, connect_timeout, &mut backoff, &finished);
-                let _ = sender.send((target, outcome));
+                let outcome = probe_until_ready(
+                    target.as_ref(),
+                    &deadline,
+                    connect_timeout,
+                    &mut backoff,
+                    &finished,
+                );
+                let _ = sender.send((target.label().to_string(), outcome));
             })
             .map_err(|e| Error::Internal(format!("cannot start a probe thread: {e}")))?;
     }
     drop(sender);
 
     let mut not_ready = Vec::new();
-    for (target, outcome) in outcomes.iter().take(count) {
+    for (label, outcome) in outcomes.iter().take(count) {
         match outcome {
             Outcome::Ready if settings.any => {
                 finished.store(true, Ordering::SeqCst);
                 return Ok(());
             }
             Outcome::Ready => {}
+            Outcome::Fatal(err) => {
+                finished.store(true, Ordering::SeqCst);
+                return Err(err);
+            }
             Outcome::NotReady {
                 last_error,
                 attempts,
             } => {
                 log::error(
-                    &format!(
-                        "{}: not ready: {last_error} (attempt {attempts})",
-                        target.label
-                    ),
+                    &format!("{label}: not ready: {last_error} (attempt {attempts})"),
                     &[
-                        ("target", json!(target.label)),
+                        ("target", json!(label)),
                         ("error", json!(last_error)),
                         ("attempts", json!(attempts)),
                     ],
                 );
-                not_ready.push(target.label);
+                not_ready.push(label);
             }
         }
     }
@@ -194,51 +258,51 @@ fn wait_for(targets: Vec<Target>, settings: &Settings, deadline: &Deadline) -> R
 }
 
 fn probe_until_ready(
-    target: &Target,
+    target: &dyn Probe,
     deadline: &Deadline,
     connect_timeout: Duration,
     backoff: &mut Backoff,
     finished: &AtomicBool,
 ) -> Outcome {
+    let label = target.label();
     let started = Instant::now();
     let mut attempts = 0;
     let mut last_error = String::new();
     let mut last_report = started;
     loop {
         attempts += 1;
-        match probe_once(target, deadline, connect_timeout) {
-            Ok(address) => {
+        match target.attempt(deadline, connect_timeout) {
+            Ok(detail) => {
                 let elapsed = started.elapsed();
                 log::info(
                     &format!(
-                        "{} ready after {} ({address}, attempt {attempts})",
-                        target.label,
+                        "{label} ready after {} ({detail}, attempt {attempts})",
                         format_duration(elapsed)
                     ),
                     &[
-                        ("target", json!(target.label)),
-                        ("address", json!(address.to_string())),
+                        ("target", json!(label)),
+                        ("detail", json!(detail)),
                         ("attempts", json!(attempts)),
                         ("elapsed_ms", json!(elapsed.as_millis() as u64)),
                     ],
                 );
                 return Outcome::Ready;
             }
+            Err(NotReady::Fatal(err)) => return Outcome::Fatal(err),
             // The deadline cut the lookup short; an earlier attempt's error says more about
             // the target than "no answer in time" does.
-            Err(ProbeError::Unanswered) if !last_error.is_empty() => {}
-            Err(error) => {
-                let error = error.to_string();
+            Err(NotReady::Unanswered) if !last_error.is_empty() => {}
+            Err(NotReady::Unanswered) => last_error = ResolveError::TimedOut.to_string(),
+            Err(NotReady::Waiting(error)) => {
                 let changed = error != last_error;
                 if changed || last_report.elapsed() >= REMINDER_EVERY {
                     log::info(
                         &format!(
-                            "{}: {error}, attempt {attempts}, {}",
-                            target.label,
+                            "{label}: {error}, attempt {attempts}, {}",
                             format_duration(started.elapsed())
                         ),
                         &[
-                            ("target", json!(target.label)),
+                            ("target", json!(label)),
                             ("error", json!(error)),
                             ("attempts", json!(attempts)),
                         ],
@@ -258,45 +322,25 @@ fn probe_until_ready(
     }
 }
 
-/// Why one attempt failed.
-enum ProbeError {
-    /// The resolver had not answered when the deadline passed.
-    Unanswered,
-    Failed(String),
-}
-
-impl std::fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProbeError::Unanswered => f.write_str(&ResolveError::TimedOut.to_string()),
-            ProbeError::Failed(why) => f.write_str(why),
-        }
-    }
-}
-
-/// One attempt: resolve, then connect to each address in turn until one accepts.
-fn probe_once(
-    target: &Target,
+/// Resolves `host` again (a Kubernetes Service may appear later), then connects to each address
+/// in turn until one accepts.
+pub fn connect(
+    host: &str,
+    port: u16,
     deadline: &Deadline,
     connect_timeout: Duration,
-) -> Result<SocketAddr, ProbeError> {
-    let addresses = net::resolve(&target.host, target.port, deadline).map_err(|e| match e {
-        ResolveError::TimedOut => ProbeError::Unanswered,
-        ResolveError::NotFound(_) => {
-            ProbeError::Failed(format!("{}: name not resolved yet", target.host))
-        }
-        other @ ResolveError::Temporary(_) => ProbeError::Failed(other.to_string()),
+) -> Result<(TcpStream, SocketAddr), NotReady> {
+    let addresses = net::resolve(host, port, deadline).map_err(|e| match e {
+        ResolveError::TimedOut => NotReady::Unanswered,
+        ResolveError::NotFound(_) => NotReady::Waiting(format!("{host}: name not resolved yet")),
+        other @ ResolveError::Temporary(_) => NotReady::Waiting(other.to_string()),
     })?;
     let mut failures = Vec::new();
     for address in addresses {
         match TcpStream::connect_timeout(&address, deadline.cap(connect_timeout)) {
-            Ok(stream) => {
-                // Closing right away sends a FIN: the server sees a clean connect-and-close.
-                drop(stream);
-                return Ok(address);
-            }
+            Ok(stream) => return Ok((stream, address)),
             // A name's addresses are worth naming; an IP target would only repeat itself.
-            Err(e) if target.host.parse::<std::net::IpAddr>().is_ok() => {
+            Err(e) if host.parse::<std::net::IpAddr>().is_ok() => {
                 failures.push(describe_connect(&e));
             }
             Err(e) => failures.push(format!("{address} {}", describe_connect(&e))),
@@ -305,7 +349,7 @@ fn probe_once(
             break;
         }
     }
-    Err(ProbeError::Failed(failures.join("; ")))
+    Err(NotReady::Waiting(failures.join("; ")))
 }
 
 fn describe_connect(err: &std::io::Error) -> String {

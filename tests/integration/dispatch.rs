@@ -4,6 +4,7 @@ use crate::util::{bin_target, initbox, TempDir};
 use std::process::Command;
 
 pub const APPLETS: &[&str] = &[
+    "wait",
     "wait-tcp",
     "fetch",
     "render-template",

@@ -79,6 +79,7 @@ http {{
         location = /auth {{ default_type text/plain; return 200 "authorization=[$http_authorization] key=[$http_x_api_key] pass=[$http_x_vault_pass]\n"; }}
         location = /status500 {{ return 500; }}
         location /slow/ {{ limit_rate 256k; }}
+        location = /healthz {{ try_files /healthz-ready =503; }}
     }}
     server {{
         listen 127.0.0.1:{tls_port} ssl;

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use crate::util::{free_port, initbox, make_pki, require_tool, wait_until, TempDir};
 
-/// Each applet that takes the HTTP options, with the rest of a valid command line. (`wait`
-/// joins this list when its http:// targets land.)
+/// Each applet that takes the HTTP options, with the rest of a valid command line.
 fn applets(dir: &TempDir) -> Vec<(&'static str, Vec<String>)> {
     let dest = dir.join("dest").display().to_string();
     vec![
@@ -20,6 +19,7 @@ fn applets(dir: &TempDir) -> Vec<(&'static str, Vec<String>)> {
             vec!["http://127.0.0.1:9/f".into(), "-o".into(), dest.clone()],
         ),
         ("git-shallow", vec!["http://127.0.0.1:9/r.git".into(), dest]),
+        ("wait", vec!["http://127.0.0.1:9/healthz".into()]),
     ]
 }
 

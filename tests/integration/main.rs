@@ -16,4 +16,5 @@ mod init;
 mod render_template;
 mod signals;
 mod sysctl;
+mod wait;
 mod wait_tcp;
