@@ -538,41 +538,79 @@ pub fn become_subreaper() -> io::Result<()> {
 /// Starts `command` as a child with every signal at its default disposition (an ignored signal
 /// would otherwise stay ignored across exec) and an empty signal mask, in a
 /// process group of its own when `new_group`. Our descriptors are all close-on-exec.
+///
+/// A plain fork and `execvp`, not `std::process::Command`: init is a long-lived PID 1 and every
+/// page of code it touches stays resident, and Command brings far more code (environment
+/// capture, posix_spawn, its own error pipe) than this needs. An exec failure comes back through a
+/// close-on-exec pipe as the child's errno, so a missing or unrunnable program is our error.
 pub fn spawn_child(command: &[std::ffi::OsString], new_group: bool) -> io::Result<i32> {
-    use std::os::unix::process::CommandExt;
-    let (program, arguments) = command
-        .split_first()
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut child = std::process::Command::new(program);
-    child.args(arguments);
-    if new_group {
-        child.process_group(0);
+    use std::os::unix::ffi::OsStrExt;
+    let words = command
+        .iter()
+        .map(|word| CString::new(word.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if words.is_empty() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    // std lets a child inherit the mask (since Rust 1.95), and ours blocks what we forward.
-    let empty = SignalSet::of([]).0;
-    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
-    // (rt_sigaction, sigprocmask) on values copied into it before the fork.
-    unsafe {
-        child.pre_exec(move || {
-            // The raw call, as libc's refuses the signals it keeps for itself (32, 33), which a
-            // parent may still have left ignored. All zeros: SIG_DFL, no flags, empty mask.
-            let default = [0u64; 4];
-            for signal in 1..=64 {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    signal,
-                    default.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8,
-                );
-            }
-            check(libc::sigprocmask(
-                libc::SIG_SETMASK,
-                &empty,
-                std::ptr::null_mut(),
-            ))
-        })
-    };
-    let child = child.spawn()?;
-    Ok(child.id() as i32)
+    let mut argv: Vec<*const libc::c_char> = words.iter().map(|word| word.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut pipe = [0; 2];
+    // SAFETY: pipe points to two writable ints.
+    check(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let [read_end, write_end] = pipe.map(|fd| {
+        // SAFETY: pipe2 just created both descriptors and nothing else owns them.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    // SAFETY: init runs on one thread, so the child is a full copy; it calls only
+    // async-signal-safe functions on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(read_end);
+        // SAFETY: argv is a NULL-terminated array of NUL-terminated strings that outlive the call.
+        unsafe { exec_as_child(argv.as_ptr(), new_group, write_end.as_raw_fd()) };
+    }
+    drop(write_end);
+    let mut errno = [0u8; 4];
+    // SAFETY: errno is writable memory of the length passed.
+    let n = unsafe { libc::read(read_end.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+    if n != 4 {
+        return Ok(pid);
+    }
+    let mut status = 0;
+    // SAFETY: status points to a writable int; pid is our child, which has exited.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+}
+
+/// The child's side of [`spawn_child`]: resets dispositions and mask, then execs; on failure
+/// writes errno to `report` and exits.
+///
+/// # Safety
+/// Call only in a freshly forked child; `argv` must be a NULL-terminated array of NUL-terminated
+/// strings, its first the program.
+unsafe fn exec_as_child(argv: *const *const libc::c_char, new_group: bool, report: RawFd) -> ! {
+    // The raw call, as libc's refuses the signals it keeps for itself (32, 33), which a parent
+    // may still have left ignored. All zeros: SIG_DFL, no flags, empty mask.
+    let default = [0u64; 4];
+    for signal in 1..=64 {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            default.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            8,
+        );
+    }
+    if new_group {
+        libc::setpgid(0, 0);
+    }
+    let empty = SignalSet::of([]);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty.0, std::ptr::null_mut());
+    libc::execvp(*argv, argv);
+    let errno = *libc::__errno_location();
+    libc::write(report, (&raw const errno).cast(), 4);
+    libc::_exit(127)
 }
