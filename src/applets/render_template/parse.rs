@@ -122,57 +122,100 @@ impl Options {
     }
 }
 
-/// The variable table's hash: eight bytes per multiply (a folded 64x64->128-bit product, as
-/// foldhash and wyhash do), where FNV-1a took one multiply per byte. Names are short and come
-/// from the pod's own environment and values files (no one to aim at collisions), and SipHash
-/// took a sixth of the render time.
-#[derive(Default)]
-struct NameHasher(u64);
-
-const SEED: u64 = 0x243f_6a88_85a3_08d3;
+/// The hash of a name: eight bytes per multiply (a folded 64x64->128-bit product, as foldhash
+/// and wyhash do), where FNV-1a took one multiply per byte. Names are short and come from the
+/// pod's own environment and values files (no one to aim at collisions), and SipHash took a
+/// sixth of the render time.
+fn hash_name(name: &[u8]) -> u64 {
+    const SEED: u64 = 0x243f_6a88_85a3_08d3;
+    let mut hash = fold_multiply(SEED ^ name.len() as u64, SEED.rotate_left(17));
+    let mut words = name.chunks_exact(8);
+    for word in words.by_ref() {
+        hash = fold_multiply(hash ^ load(word), SEED);
+    }
+    fold_multiply(hash ^ pack(words.remainder()), SEED)
+}
 
 fn fold_multiply(a: u64, b: u64) -> u64 {
     let product = u128::from(a) * u128::from(b);
     (product as u64) ^ ((product >> 64) as u64)
 }
 
-impl Hasher for NameHasher {
+/// Eight bytes as a number: one load.
+fn load(word: &[u8]) -> u64 {
+    u64::from_le_bytes(word.try_into().unwrap_or_default())
+}
+
+/// Up to eight bytes as a number, without a `memcpy` call for the variable length.
+fn pack(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0, |word, &byte| (word << 8) | u64::from(byte))
+}
+
+/// Whether two names are equal, compared eight bytes at a time: a slice comparison calls
+/// `memcmp`, which musl implements as a byte loop.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a_words, mut b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    a_words
+        .by_ref()
+        .zip(b_words.by_ref())
+        .all(|(a, b)| load(a) == load(b))
+        && pack(a_words.remainder()) == pack(b_words.remainder())
+}
+
+/// The table is keyed by the hashes of the names, which are their own hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // The length goes in first, so names that differ only in trailing zero bytes differ.
-        let mut hash = fold_multiply(self.0 ^ SEED ^ bytes.len() as u64, SEED.rotate_left(17));
-        let mut words = bytes.chunks_exact(8);
-        for word in words.by_ref() {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            hash = fold_multiply(hash ^ word, SEED);
-        }
-        let mut last = [0u8; 8];
-        last[..words.remainder().len()].copy_from_slice(words.remainder());
-        self.0 = fold_multiply(hash ^ u64::from_le_bytes(last), SEED);
+        self.0 = hash_name(bytes);
     }
 
-    /// `str` hashes as its bytes then 0xff, to tell ("ab", "c") from ("a", "bc") in a tuple; the
-    /// table's keys are single names, and `write` has mixed the length in already.
-    fn write_u8(&mut self, _: u8) {}
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
 }
+
+/// A name and its value.
+type Entry = (Box<str>, Vec<u8>);
 
 /// The variables a template sees. `${VAR:=word}` assigns into it, as the shell does, so later
 /// references (in the same or a later template) see the value.
 #[derive(Clone, Debug, Default)]
 pub struct Values {
-    map: HashMap<String, Vec<u8>, BuildHasherDefault<NameHasher>>,
+    /// By the hash of the name, the names with that hash and their values: one, unless hashes
+    /// collide. A lookup hashes the name once and compares it without `memcmp`.
+    map: HashMap<u64, Vec<Entry>, BuildHasherDefault<Prehashed>>,
 }
 
 impl Values {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.map.get(name).map(Vec::as_slice)
+        let entries = self.map.get(&hash_name(name.as_bytes()))?;
+        let (_, value) = entries
+            .iter()
+            .find(|(known, _)| same_name(known.as_bytes(), name.as_bytes()))?;
+        Some(value)
     }
 
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
-        self.map.insert(name.into(), value.into());
+        let name = name.into();
+        let entries = self.map.entry(hash_name(name.as_bytes())).or_default();
+        match entries
+            .iter_mut()
+            .find(|(known, _)| same_name(known.as_bytes(), name.as_bytes()))
+        {
+            Some((_, old)) => *old = value.into(),
+            None => entries.push((name.into_boxed_str(), value.into())),
+        }
     }
 
     /// Adds a JSON object's members: strings as they are, numbers and booleans as JSON writes
@@ -1213,6 +1256,34 @@ mod tests {
             found.iter().any(|e| e.2.contains("nest deeper")),
             "{found:?}"
         );
+    }
+
+    /// Issue 15 #5: names are hashed and compared eight bytes at a time; names that differ in
+    /// any one byte, or only in length, are still told apart, and a set replaces.
+    #[test]
+    fn names_differing_in_one_byte_are_distinct() {
+        let mut values = Values::default();
+        let base = "ABCDEFGHIJKLMNOPQRSTU";
+        for length in 0..=base.len() {
+            let name = &base[..length];
+            values.set(name, name);
+            for at in 0..length {
+                let mut other = name.as_bytes().to_vec();
+                other[at] = b'x';
+                let other = String::from_utf8(other).unwrap();
+                values.set(other.clone(), other.clone());
+                assert_eq!(values.get(&other), Some(other.as_bytes()));
+            }
+        }
+        for length in 0..=base.len() {
+            assert_eq!(
+                values.get(&base[..length]),
+                Some(&base.as_bytes()[..length])
+            );
+        }
+        values.set("ABC", "new");
+        assert_eq!(values.get("ABC"), Some(&b"new"[..]));
+        assert_eq!(values.get("ABy"), None);
     }
 
     #[test]
