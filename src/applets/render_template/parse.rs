@@ -4,8 +4,9 @@
 //! `render` reads its input in fixed-size chunks and writes as it goes, so memory stays bounded
 //! (one chunk plus at most one unfinished reference, capped at [`MAX_REFERENCE`]) whatever the input
 //! size. A reference split across two chunks is carried over to the next read. Text between
-//! references is found with `memchr` and copied in one write. Substituted values are written, never
-//! scanned again, so a value containing `$` arrives intact.
+//! references is found with `memchr` and copied in one piece into the output buffer, which is
+//! written in pieces of at least [`CHUNK`] bytes. Substituted values are written, never scanned
+//! again, so a value containing `$` arrives intact. Line and column are found only for errors.
 //!
 //! Forms, as in POSIX `sh` (XCU 2.6.2), where "null" means set but empty:
 //!
