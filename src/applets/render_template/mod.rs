@@ -13,7 +13,6 @@ pub mod parse;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,7 @@ use serde_json::json;
 
 use crate::atomic::{parse_mode, AtomicFile, Owner, Sealed};
 use crate::cli::Args;
-use crate::error::{describe_io, Error};
+use crate::error::Error;
 use crate::log;
 use crate::supervisor::{Deadline, Job};
 use parse::{Options, Values};
@@ -348,14 +347,10 @@ fn render_one(
         fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), &e))?;
     }
     let input = File::open(src).map_err(|e| Error::io(src.display(), &e))?;
-    let output = AtomicFile::create(dest)?;
-    let mut writer = BufWriter::with_capacity(parse::CHUNK, output);
-    let errors = parse::render(input, &mut writer, values, options)
+    let mut output = AtomicFile::create(dest)?;
+    // `render` assembles the output in large pieces itself: no BufWriter (a second copy).
+    let errors = parse::render(input, &mut output, values, options)
         .map_err(|e| Error::io(format!("{} -> {}", src.display(), dest.display()), &e))?;
-    writer.flush().map_err(|e| Error::io(dest.display(), &e))?;
-    let output = writer
-        .into_inner()
-        .map_err(|e| Error::Io(format!("{}: {}", dest.display(), describe_io(e.error()))))?;
     Ok((output, errors))
 }
 
