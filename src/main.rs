@@ -6,6 +6,8 @@
 //! argument. This file only dispatches; each applet lives in `applets/`, and the table in
 //! `applets/mod.rs` lists them.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
