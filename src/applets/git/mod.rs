@@ -241,12 +241,18 @@ impl Remote<'_> {
         if response.is_success() {
             return Ok(Body(response.into_body()));
         }
-        let hint = match response.status {
-            401 | 403 => ": check the credentials (--username, --password-file, --bearer-file)",
-            404 => ": check the repository URL",
-            _ => "",
-        };
-        Err(Error::Remote(format!("{}{hint}", response.status_error())))
+        let status = response.status_error();
+        match response.status {
+            // Credentials are a permission matter (77), not a protocol fault: a retry with the
+            // same settings cannot succeed, the secret given to the pod must change.
+            401 | 403 => Err(Error::Permission(format!(
+                "{status}: credentials missing or rejected: give them with --username and \
+                 --password-file (or --password-env), --bearer-file, --basic-auth-from-env or \
+                 --header"
+            ))),
+            404 => Err(Error::Remote(format!("{status}: check the repository URL"))),
+            _ => Err(status),
+        }
     }
 
     fn advertisement(&self, wanted: &Wanted) -> Result<Advertisement, Error> {
