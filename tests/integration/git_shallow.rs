@@ -1644,3 +1644,55 @@ fn issue_13_missing_or_rejected_credentials_exit_77() {
         .stdout_has(&commits[2]);
     assert!(!out_dir.join("dest").join(".git").exists());
 }
+
+/// Issue 13: a slow clone gave no sign of life until it ended. Now a clone that takes over ~2 s
+/// logs its phase with bytes and objects (as JSON fields with `--log-format json`), and `-q`
+/// keeps it quiet.
+#[test]
+fn issue_13_slow_clone_logs_progress_unless_quiet() {
+    let (repo, commits) = rich_repo();
+    let slow = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            chunk_pause: Some(Duration::from_millis(60)),
+            ..Behaviour::default()
+        },
+    );
+    let out_dir = TempDir::new("git-out");
+    let url = slow.url("repo.git");
+    let text = out_dir.join("text");
+    let outcome = initbox(["git-shallow", &url, text.to_str().unwrap()])
+        .limit(Duration::from_secs(60))
+        .run();
+    outcome
+        .success()
+        .stdout_has(&commits[2])
+        .stderr_has("receiving ")
+        .stderr_has(" objects, ")
+        .stderr_has("iB/s");
+    let json = out_dir.join("json");
+    let outcome = initbox([
+        "git-shallow",
+        &url,
+        json.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ])
+    .limit(Duration::from_secs(60))
+    .run();
+    outcome.success();
+    let line = outcome
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["phase"] == "receiving")
+        .expect("a progress line in JSON");
+    assert!(line["bytes"].as_u64().unwrap() > 0, "{line}");
+    assert!(line["objects"].is_u64(), "{line}");
+    let quiet = out_dir.join("quiet");
+    initbox(["git-shallow", &url, quiet.to_str().unwrap(), "-q"])
+        .limit(Duration::from_secs(60))
+        .run()
+        .success()
+        .stderr_lacks("receiving");
+}

@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod delta;
 pub mod pack;
 pub mod pktline;
+pub mod progress;
 pub mod protocol;
 
 use std::io::{self, Read};
@@ -22,6 +23,7 @@ use serde_json::json;
 use self::checkout::{Checkout, DestState, Workspace};
 use self::pack::{hex, Kind, Oid, Pack};
 use self::pktline::PktError;
+use self::progress::Progress;
 use self::protocol::{Advertisement, Ref, Wanted};
 use crate::atomic::AtomicFile;
 use crate::cli::{format_duration, Args};
@@ -322,6 +324,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     }
     deadline.check("fetching")?;
 
+    let mut progress = Progress::default();
     let workspace = Workspace::create(dest, &state)?;
     let file = workspace.pack_file()?;
     let response = if v2 {
@@ -342,7 +345,9 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     }
     .map_err(|e| from_pkt(e, remote.url))?;
     let url = remote.url.clone();
-    let mut pack = pack::receive(response, file, deadline, &|e| from_io(e, &url))?;
+    let mut pack = pack::receive(response, file, deadline, &mut progress, &|e| {
+        from_io(e, &url)
+    })?;
     let (commit, tree) = peel(&mut pack, &target)?;
     let commit_hex = hex(&commit);
     if let (Wanted::Commit(_), DestState::Holds(Some(current))) = (&options.wanted, &state) {
@@ -357,6 +362,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         fail_on_submodules: options.fail_on_submodules,
         deadline,
         stats: checkout::Stats::default(),
+        progress: &mut progress,
     };
     checkout.write_tree(&tree, &mut root, "", 0)?;
     let stats = std::mem::take(&mut checkout.stats);
