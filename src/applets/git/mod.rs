@@ -60,6 +60,8 @@ OPTIONS
 
 Hostile trees (`..`, `.git` in any spelling, paths through symlinks) are refused
 with 76 before anything reaches DEST; an object that does not match its id, 79.
+Missing or rejected credentials (HTTP 401/403) exit 77. A clone slower than 2 s
+logs its progress every 5 s (-q: quiet).
 
 EXAMPLES
     initbox git-shallow https://github.com/org/site.git /srv/www --ref v1.4.0
