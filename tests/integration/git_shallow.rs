@@ -666,7 +666,7 @@ fn bearer_token_and_url_credentials_are_never_printed() {
         .replace("http://", "http://deploy:hunter2@");
     initbox(["git-shallow", &url, out_dir.join("other").to_str().unwrap()])
         .run()
-        .code(76)
+        .code(77)
         .stderr_has("401")
         .stderr_lacks("hunter2");
 }

@@ -251,8 +251,8 @@ impl Remote<'_> {
             // same settings cannot succeed, the secret given to the pod must change.
             401 | 403 => Err(Error::Permission(format!(
                 "{status}: credentials missing or rejected: give them with --username and \
-                 --password-file (or --password-env), --bearer-file, --basic-auth-from-env or \
-                 --header"
+                 --password-file (or --password-env), user:password@ in the URL, --bearer-file, \
+                 --basic-auth-from-env or --header"
             ))),
             404 => Err(Error::Remote(format!("{status}: check the repository URL"))),
             _ => Err(status),
