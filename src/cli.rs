@@ -182,6 +182,28 @@ fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Sizes for humans: `512 B`, `1.5 KiB`, `100.0 MiB`, `1.0 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// An average rate for progress lines: `18.0 MiB/s`.
+pub fn rate(bytes: u64, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    format!("{}/s", human_size((bytes as f64 / seconds) as u64))
+}
+
 /// Formats a duration the way `parse_duration` reads it, for messages: `1m30s`, `250ms`, `2.5s`.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
@@ -234,6 +256,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_print_in_binary_units() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+    }
 
     #[test]
     fn durations_in_kubernetes_form() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::atomic::{parse_mode, AtomicFile, Owner};
-use crate::cli::{format_duration, parse_size, Args};
+use crate::cli::{format_duration, human_size, parse_size, rate, Args};
 use crate::error::Error;
 use crate::hex::encode as hex;
 use crate::http::{self, Client, Failure, Header, Retries, Url};
@@ -135,27 +135,6 @@ fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let digits = text.strip_prefix("sha256:").unwrap_or(text);
     crate::hex::decode(digits)
         .ok_or_else(|| format!("invalid --sha256 '{text}' (use 64 hex digits)"))
-}
-
-/// Sizes for humans: `512 B`, `1.5 KiB`, `100.0 MiB`, `1.0 GiB`.
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-fn rate(bytes: u64, elapsed: Duration) -> String {
-    let seconds = elapsed.as_secs_f64().max(0.001);
-    format!("{}/s", human_size((bytes as f64 / seconds) as u64))
 }
 
 /// Downloads every request (several at once), then commits them all, or none when one failed:
@@ -634,12 +613,5 @@ mod tests {
         assert!(parse_sha256(&"zz".repeat(32)).is_err());
         // Regression: 64 bytes of mixed-width characters panicked instead of failing to parse.
         assert!(parse_sha256(&format!("a\u{20ac}{}", "b".repeat(60))).is_err());
-    }
-
-    #[test]
-    fn sizes_print_in_binary_units() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(1 << 30), "1.0 GiB");
     }
 }

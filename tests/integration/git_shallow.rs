@@ -554,7 +554,7 @@ fn basic_auth_from_file_is_sent_and_not_logged() {
         dest.to_str().unwrap(),
     ])
     .run()
-    .code(76)
+    .code(77)
     .stderr_has("401");
     initbox([
         "git-shallow",
@@ -666,7 +666,7 @@ fn bearer_token_and_url_credentials_are_never_printed() {
         .replace("http://", "http://deploy:hunter2@");
     initbox(["git-shallow", &url, out_dir.join("other").to_str().unwrap()])
         .run()
-        .code(76)
+        .code(77)
         .stderr_has("401")
         .stderr_lacks("hunter2");
 }
@@ -1506,4 +1506,193 @@ fn issue_9_8_server_text_in_errors_is_escaped() {
         .stderr_lacks("\x1b")
         .stderr_lacks("\nfake");
     }
+}
+
+/// nginx on loopback in front of a [`GitServer`]: `/private/` needs basic auth (an htpasswd file
+/// made by `openssl passwd -apr1`), `/forbidden/` answers 403; stopped on drop.
+struct AuthProxy {
+    child: std::process::Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl AuthProxy {
+    fn start(backend: &GitServer, user: &str, password: &str) -> AuthProxy {
+        let nginx = crate::util::require_tool("nginx");
+        let dir = TempDir::new("nginx-auth");
+        let hash = std::process::Command::new(crate::util::require_tool("openssl"))
+            .args(["passwd", "-apr1", password])
+            .output()
+            .unwrap();
+        assert!(hash.status.success(), "openssl passwd failed");
+        let hash = String::from_utf8(hash.stdout).unwrap();
+        fs::write(dir.join("htpasswd"), format!("{user}:{}\n", hash.trim())).unwrap();
+        let port = crate::util::free_port();
+        let d = dir.path().display();
+        let config = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /private/ {{
+            auth_basic "git";
+            auth_basic_user_file {d}/htpasswd;
+            proxy_pass http://127.0.0.1:{backend}/;
+        }}
+        location /forbidden/ {{ return 403; }}
+    }}
+}}
+"#,
+            backend = backend.port,
+        );
+        let conf = dir.join("nginx.conf");
+        fs::write(&conf, config).unwrap();
+        let mut child = std::process::Command::new(nginx)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("nginx to listen", Duration::from_secs(10), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                panic!("nginx exited with {status}: {log}");
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        AuthProxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for AuthProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 13: missing or rejected credentials (HTTP 401/403 from nginx's auth_basic) exited 76,
+/// the code of a protocol error; they are 77 (permission denied), and the message names the
+/// options that supply credentials.
+#[test]
+fn issue_13_missing_or_rejected_credentials_exit_77() {
+    let (repo, commits) = rich_repo();
+    let backend = GitServer::start(repo.root.path(), Behaviour::default());
+    let proxy = AuthProxy::start(&backend, "deploy", "s3cret");
+    let out_dir = TempDir::new("git-out");
+    let dest = out_dir.join("dest");
+    let dest = dest.to_str().unwrap();
+    let right = out_dir.join("right");
+    fs::write(&right, "s3cret\n").unwrap();
+    let wrong = out_dir.join("wrong");
+    fs::write(&wrong, "guess\n").unwrap();
+    let url = proxy.url("/private/repo.git");
+    initbox(["git-shallow", &url, dest])
+        .run()
+        .code(77)
+        .stderr_has("401")
+        .stderr_has("missing or rejected")
+        .stderr_has("--password-file")
+        .stderr_has("--bearer-file")
+        .stderr_has("--header");
+    let with_password = |file: &Path| {
+        initbox([
+            "git-shallow",
+            &url,
+            dest,
+            "--username",
+            "deploy",
+            "--password-file",
+            file.to_str().unwrap(),
+        ])
+    };
+    with_password(&wrong)
+        .run()
+        .code(77)
+        .stderr_has("missing or rejected")
+        .stderr_lacks("guess");
+    initbox(["git-shallow", &proxy.url("/forbidden/repo.git"), dest])
+        .run()
+        .code(77)
+        .stderr_has("403");
+    with_password(&right)
+        .run()
+        .success()
+        .stdout_has(&commits[2]);
+    assert!(!out_dir.join("dest").join(".git").exists());
+}
+
+/// Issue 13: a slow clone gave no sign of life until it ended. Now a clone that takes over ~2 s
+/// logs its phase with bytes and objects (as JSON fields with `--log-format json`), and `-q`
+/// keeps it quiet.
+#[test]
+fn issue_13_slow_clone_logs_progress_unless_quiet() {
+    let (repo, commits) = rich_repo();
+    let slow = GitServer::start(
+        repo.root.path(),
+        Behaviour {
+            chunk_pause: Some(Duration::from_millis(60)),
+            ..Behaviour::default()
+        },
+    );
+    let out_dir = TempDir::new("git-out");
+    let url = slow.url("repo.git");
+    let text = out_dir.join("text");
+    let outcome = initbox(["git-shallow", &url, text.to_str().unwrap()])
+        .limit(Duration::from_secs(60))
+        .run();
+    outcome
+        .success()
+        .stdout_has(&commits[2])
+        .stderr_has("receiving ")
+        .stderr_has(" objects, ")
+        .stderr_has("iB/s");
+    let json = out_dir.join("json");
+    let outcome = initbox([
+        "git-shallow",
+        &url,
+        json.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ])
+    .limit(Duration::from_secs(60))
+    .run();
+    outcome.success();
+    let line = outcome
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["phase"] == "receiving")
+        .expect("a progress line in JSON");
+    assert!(line["bytes"].as_u64().unwrap() > 0, "{line}");
+    assert!(line["objects"].is_u64(), "{line}");
+    let quiet = out_dir.join("quiet");
+    initbox(["git-shallow", &url, quiet.to_str().unwrap(), "-q"])
+        .limit(Duration::from_secs(60))
+        .run()
+        .success()
+        .stderr_lacks("receiving");
 }

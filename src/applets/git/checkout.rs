@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::pack::{hex, Kind, Oid, Pack};
 use super::pktline::trim_text;
+use super::progress::Progress;
 use crate::atomic;
 use crate::error::Error;
 use crate::log;
@@ -141,6 +142,7 @@ pub struct Checkout<'a> {
     pub fail_on_submodules: bool,
     pub deadline: &'a Deadline,
     pub stats: Stats,
+    pub progress: &'a mut Progress,
 }
 
 fn cstring(name: &[u8]) -> CString {
@@ -233,6 +235,7 @@ impl Checkout<'_> {
                     self.stats.bytes += size;
                 }
             }
+            self.progress.checking_out(self.stats.files);
         }
         Ok(())
     }
@@ -670,13 +673,17 @@ mod tests {
             .open(dir.join("pack"))
             .unwrap();
         let deadline = Deadline::after(None);
-        let mut pack =
-            pack::receive(&bytes[..], file, &deadline, &|e| Error::io("read", &e)).unwrap();
+        let mut progress = Progress::default();
+        let mut pack = pack::receive(&bytes[..], file, &deadline, &mut progress, &|e| {
+            Error::io("read", &e)
+        })
+        .unwrap();
         let mut checkout = Checkout {
             pack: &mut pack,
             fail_on_submodules: false,
             deadline: &deadline,
             stats: Stats::default(),
+            progress: &mut progress,
         };
         let mut fd = open_dir(&dir.join("out")).unwrap();
         let result = checkout.write_tree(&root, &mut fd, "", 0);

@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod delta;
 pub mod pack;
 pub mod pktline;
+pub mod progress;
 pub mod protocol;
 
 use std::io::{self, Read};
@@ -22,6 +23,7 @@ use serde_json::json;
 use self::checkout::{Checkout, DestState, Workspace};
 use self::pack::{hex, Kind, Oid, Pack};
 use self::pktline::PktError;
+use self::progress::Progress;
 use self::protocol::{Advertisement, Ref, Wanted};
 use crate::atomic::AtomicFile;
 use crate::cli::{format_duration, Args};
@@ -58,6 +60,8 @@ OPTIONS
 
 Hostile trees (`..`, `.git` in any spelling, paths through symlinks) are refused
 with 76 before anything reaches DEST; an object that does not match its id, 79.
+Missing or rejected credentials (HTTP 401/403) exit 77. A clone slower than 2 s
+logs its progress every 5 s (-q: quiet).
 
 EXAMPLES
     initbox git-shallow https://github.com/org/site.git /srv/www --ref v1.4.0
@@ -241,12 +245,18 @@ impl Remote<'_> {
         if response.is_success() {
             return Ok(Body(response.into_body()));
         }
-        let hint = match response.status {
-            401 | 403 => ": check the credentials (--username, --password-file, --bearer-file)",
-            404 => ": check the repository URL",
-            _ => "",
-        };
-        Err(Error::Remote(format!("{}{hint}", response.status_error())))
+        let status = response.status_error();
+        match response.status {
+            // Credentials are a permission matter (77), not a protocol fault: a retry with the
+            // same settings cannot succeed, the secret given to the pod must change.
+            401 | 403 => Err(Error::Permission(format!(
+                "{status}: credentials missing or rejected: give them with --username and \
+                 --password-file (or --password-env), user:password@ in the URL, --bearer-file, \
+                 --basic-auth-from-env or --header"
+            ))),
+            404 => Err(Error::Remote(format!("{status}: check the repository URL"))),
+            _ => Err(status),
+        }
     }
 
     fn advertisement(&self, wanted: &Wanted) -> Result<Advertisement, Error> {
@@ -316,6 +326,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     }
     deadline.check("fetching")?;
 
+    let mut progress = Progress::default();
     let workspace = Workspace::create(dest, &state)?;
     let file = workspace.pack_file()?;
     let response = if v2 {
@@ -336,7 +347,9 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     }
     .map_err(|e| from_pkt(e, remote.url))?;
     let url = remote.url.clone();
-    let mut pack = pack::receive(response, file, deadline, &|e| from_io(e, &url))?;
+    let mut pack = pack::receive(response, file, deadline, &mut progress, &|e| {
+        from_io(e, &url)
+    })?;
     let (commit, tree) = peel(&mut pack, &target)?;
     let commit_hex = hex(&commit);
     if let (Wanted::Commit(_), DestState::Holds(Some(current))) = (&options.wanted, &state) {
@@ -351,6 +364,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         fail_on_submodules: options.fail_on_submodules,
         deadline,
         stats: checkout::Stats::default(),
+        progress: &mut progress,
     };
     checkout.write_tree(&tree, &mut root, "", 0)?;
     let stats = std::mem::take(&mut checkout.stats);

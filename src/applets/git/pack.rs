@@ -24,6 +24,7 @@ use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 use ring::digest::{Context, SHA1_FOR_LEGACY_USE_ONLY as SHA1};
 
 use super::delta::{self, DeltaError, Source};
+use super::progress::Progress;
 use crate::error::Error;
 use crate::supervisor::Deadline;
 
@@ -256,6 +257,9 @@ struct Input<'a, R> {
     out: BufWriter<&'a File>,
     hasher: Context,
     read_error: &'a dyn Fn(io::Error) -> Error,
+    progress: &'a mut Progress,
+    /// Objects received so far, for progress lines.
+    objects: u32,
 }
 
 impl<R: Read> Input<'_, R> {
@@ -271,6 +275,8 @@ impl<R: Read> Input<'_, R> {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
                     self.end = n;
+                    self.progress
+                        .receiving(self.position + n as u64, self.objects);
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -392,6 +398,7 @@ pub fn receive(
     reader: impl Read,
     file: File,
     deadline: &Deadline,
+    progress: &mut Progress,
     read_error: &dyn Fn(io::Error) -> Error,
 ) -> Result<Pack, Error> {
     let mut input = Input {
@@ -403,6 +410,8 @@ pub fn receive(
         out: BufWriter::with_capacity(CHUNK, &file),
         hasher: Context::new(&SHA1),
         read_error,
+        progress,
+        objects: 0,
     };
     let count = input.pack_header()?;
     // Nothing is reserved from the header's count: the index grows with objects received.
@@ -426,6 +435,7 @@ pub fn receive(
             None => deltas.push(index),
         }
         offsets.push(offset);
+        input.objects = index + 1;
     }
     let end = input.position;
     // The trailer is not hashed into itself: `trailer` takes the SHA-1 before consuming it.
@@ -962,9 +972,13 @@ pub mod tests {
 
     fn receive_bytes(bytes: &[u8]) -> Result<Pack, Error> {
         let file = tempfile();
-        receive(bytes, file, &Deadline::after(None), &|e| {
-            Error::io("reading", &e)
-        })
+        receive(
+            bytes,
+            file,
+            &Deadline::after(None),
+            &mut Progress::default(),
+            &|e| Error::io("reading", &e),
+        )
     }
 
     fn tempfile() -> File {
