@@ -316,6 +316,66 @@ fn redis_wrong_or_missing_password_is_77_at_once_and_never_printed() {
     }
 }
 
+/// A Redis speaking only TLS on `port`, with the server certificate of `make_pki` (valid for
+/// 127.0.0.1) and no client certificate asked for.
+fn start_redis_tls(dir: &Path, port: u16, pki: &crate::util::Pki, extra: &[&str]) -> Server {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let (cert, key, ca) = (path(&pki.cert), path(&pki.key), path(&pki.ca));
+    let port = port.to_string();
+    let mut args = vec![
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ];
+    args.extend(extra);
+    // Port 0: no plain-text port at all.
+    start_redis(dir, 0, &args)
+}
+
+/// Issue 11: `rediss://` speaks TLS, verified against --ca-file, then AUTH/PING as redis://:
+/// ready with the CA; without it the certificate is untrusted (78 at once), for another name it
+/// mismatches (78); a wrong password is 77 and never printed.
+#[test]
+fn rediss_verified_tls_then_auth_and_ping() {
+    let temp = TempDir::new("wait-rediss");
+    let pki = crate::util::make_pki(temp.path());
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let port = free_port();
+    let right = format!("rediss://:right-pass@127.0.0.1:{port}/0");
+    let waiting = wait_in_background(&[&right, "--ca-file", &ca, "--timeout", "30s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _server = start_redis_tls(temp.path(), port, &pki, &["--requirepass", "right-pass"]);
+    waiting
+        .finish()
+        .success()
+        .stderr_has(&format!("rediss://127.0.0.1:{port}/0 ready after"))
+        .stderr_lacks("right-pass");
+    initbox(["wait", &right, "--timeout", "30s"])
+        .run()
+        .code(78)
+        .within(Duration::from_secs(5))
+        .stderr_has("certificate not trusted");
+    let other_name = format!("rediss://:right-pass@localhost:{port}");
+    initbox(["wait", &other_name, "--ca-file", &ca, "--timeout", "30s"])
+        .run()
+        .code(78)
+        .within(Duration::from_secs(5))
+        .stderr_has("certificate name mismatch");
+    let wrong = format!("rediss://:Wr0ng-Pass@127.0.0.1:{port}");
+    let out = initbox(["wait", &wrong, "--ca-file", &ca, "--timeout", "30s"]).run();
+    out.code(77)
+        .within(Duration::from_secs(5))
+        .stderr_has("the password was refused")
+        .stderr_lacks("Wr0ng");
+}
+
 // ---- MariaDB ----
 
 #[test]
