@@ -73,7 +73,7 @@ pub(super) fn classify(
             other => Error::Timeout(format!("{at}: timed out ({other})")),
         },
         ureq::Error::Io(e) => classify_io(&e, &at, &via, url, deadline),
-        ureq::Error::Rustls(e) => tls_error(&e, &at, url),
+        ureq::Error::Rustls(e) => tls_error(&e, &at, url.host()),
         ureq::Error::ConnectionFailed => {
             Error::Unavailable(format!("{at}{via}: connection failed"))
         }
@@ -101,7 +101,7 @@ fn classify_io(err: &io::Error, at: &str, via: &str, url: &Url, deadline: &Deadl
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        return tls_error(tls, at, url);
+        return tls_error(tls, at, url.host());
     }
     let target = format!("{}:{}", url.host(), url.port());
     match err.kind() {
@@ -129,17 +129,16 @@ fn classify_io(err: &io::Error, at: &str, via: &str, url: &Url, deadline: &Deadl
 }
 
 /// TLS failures (78) with the reason a user can act on.
-fn tls_error(err: &rustls::Error, at: &str, url: &Url) -> Error {
+pub fn tls_error(err: &rustls::Error, at: &str, host: &str) -> Error {
     use rustls::CertificateError as Cert;
     let reason = match err {
         rustls::Error::InvalidCertificate(cert) => match cert {
             Cert::UnknownIssuer => "certificate not trusted (unknown issuer): add its CA with \
                                     --ca-file or SSL_CERT_FILE"
                 .to_string(),
-            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => format!(
-                "certificate name mismatch: it is not valid for '{}'",
-                url.host()
-            ),
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                format!("certificate name mismatch: it is not valid for '{host}'")
+            }
             Cert::Expired | Cert::ExpiredContext { .. } => {
                 "certificate expired (check the server's certificate and this machine's clock)"
                     .to_string()

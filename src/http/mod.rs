@@ -32,11 +32,12 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, Proxy};
 
 pub use self::auth::{basic_auth, bearer_from_file, read_secret_file, Header};
-pub use self::classify::is_transient;
 use self::classify::{classify, Context};
+pub use self::classify::{is_transient, tls_error};
 pub use self::options::{env_value, Options, HELP};
 use self::proxy::Proxies;
 pub use self::retry::{Failure, Retries};
+pub(crate) use self::tls::rustls_config;
 pub use self::url::{redact_url_text, Url, MASK};
 use crate::error::Error;
 use crate::log;

@@ -25,6 +25,32 @@ pub(super) fn config(options: &Options) -> Result<TlsConfig, Error> {
         .build())
 }
 
+/// The same trust and client certificate as https, as a rustls configuration for TLS spoken
+/// outside HTTP (wait's `rediss://`).
+pub(crate) fn rustls_config(options: &Options) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let der = |c: &Certificate<'_>| CertificateDer::from(c.der().to_vec());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(root_certificates(options)?.iter().map(der));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots);
+    let config = match &options.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let pair = client_cert(cert, key)?;
+            // client_cert has checked that the key parses and matches the chain.
+            let key = PrivateKeyDer::try_from(pair.private_key().der().to_vec())
+                .map_err(|e| Error::Tls(format!("--key {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(pair.certs().iter().map(der).collect(), key)
+                .map_err(|e| Error::Tls(format!("--cert and --key: {e}")))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// `--cert` and `--key`, checked against each other here: ureq would abort on a key that does
 /// not match. Messages name the files, never what is in them.
 fn client_cert(cert: &Path, key: &Path) -> Result<ClientCert, Error> {

@@ -40,6 +40,8 @@ exec COMMAND when one is given. Ready means the service answers:
     redis://[[user]:password@]host[:6379][/db]
                                   PING answers PONG (after AUTH), not LOADING,
                                   BUSY or MASTERDOWN
+    rediss://...                  the same over TLS, verified as https is
+                                  (HTTP OPTIONS: --ca-file, --cert, --key)
     file:///path                  the path exists
     dns://name                    the name resolves
 
@@ -164,13 +166,18 @@ fn target(text: &str, options: &Options) -> Result<Box<dyn Probe>, Error> {
             Box::new(http::Http::parse(text, &options.http).map_err(Error::Usage)?)
         }
         "mysql" | "mariadb" => Box::new(mysql::Mysql::new(endpoint(3306)?)),
-        "redis" => Box::new(redis::Redis::new(endpoint(6379)?, &options.password)?),
+        "redis" => Box::new(redis::Redis::new(endpoint(6379)?, &options.password, None)?),
+        "rediss" => Box::new(redis::Redis::new(
+            endpoint(6379)?,
+            &options.password,
+            Some(&options.http.options),
+        )?),
         "file" => Box::new(file::File::parse(text, options.non_empty).map_err(Error::Usage)?),
         "dns" => Box::new(dns::Dns::parse(text, options.min_addresses).map_err(Error::Usage)?),
         other => {
             return Err(Error::usage(format!(
                 "unsupported target scheme '{other}://' (use host:port, tcp, http(s), postgres, mysql, \
-                 redis, file or dns)"
+                 redis(s), file or dns)"
             )))
         }
     })
@@ -347,6 +354,19 @@ mod tests {
         assert_eq!((e.host.as_str(), e.port), ("::1", 5433));
         assert_eq!((e.user.as_deref(), e.path.as_str()), (Some("app"), "db"));
         assert_eq!(e.label, "postgres://[::1]:5433/db");
+    }
+
+    /// Issue 11: `rediss://` is a Redis target over TLS, on Redis's port by default.
+    #[test]
+    fn rediss_targets_default_to_port_6379() {
+        let options = Options {
+            password: Password::None,
+            http: http::Expect::default(),
+            non_empty: false,
+            min_addresses: 1,
+        };
+        let probe = target("rediss://:pw@cache/1", &options).unwrap();
+        assert_eq!(probe.label(), "rediss://cache:6379/1");
     }
 
     #[test]
