@@ -113,7 +113,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A client certificate signed by the CA in `dir` (from `make_pki`), with a key of `kind`
 /// (`ec` or `rsa`), written as `NAME.pem` and `NAME.key` (PKCS#8, as openssl writes it).
-fn client_cert(dir: &Path, name: &str, kind: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn client_cert(dir: &Path, name: &str, kind: &str) -> (PathBuf, PathBuf) {
     let key = format!("{name}.key");
     let newkey: &[&str] = match kind {
         "rsa" => &["-newkey", "rsa:2048"],

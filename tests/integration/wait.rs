@@ -376,6 +376,40 @@ fn rediss_verified_tls_then_auth_and_ping() {
         .stderr_lacks("Wr0ng");
 }
 
+/// Issue 11: a Redis that asks for a client certificate gets the one of `--cert`/`--key` (the
+/// shared HTTP options); without one the server refuses the handshake, which is 78 at once.
+#[test]
+fn rediss_client_certificate_from_the_http_options() {
+    let temp = TempDir::new("wait-rediss-mtls");
+    let pki = crate::util::make_pki(temp.path());
+    let (cert, key) = crate::http_options::client_cert(temp.path(), "client", "ec");
+    let ca = pki.ca.to_str().unwrap().to_string();
+    let port = free_port();
+    let _server = start_redis_tls(temp.path(), port, &pki, &["--tls-auth-clients", "yes"]);
+    let target = format!("rediss://127.0.0.1:{port}");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    initbox([
+        "wait",
+        &target,
+        "--ca-file",
+        &ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--timeout",
+        "30s",
+    ])
+    .run()
+    .success()
+    .stderr_has("ready after");
+    initbox(["wait", &target, "--ca-file", &ca, "--timeout", "30s"])
+        .run()
+        .code(78)
+        .within(Duration::from_secs(5))
+        .stderr_has("the server aborted the TLS handshake");
+}
+
 // ---- MariaDB ----
 
 #[test]
