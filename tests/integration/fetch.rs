@@ -7,14 +7,15 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    free_port, initbox, make_pki, require_tool, scratch_pid1, wait_until, Pki, Scratch, TempDir,
+    free_port, initbox, make_pki, require_tool, scratch_pid1, wait_until, NginxProcess, Pki,
+    Scratch, TempDir,
 };
 
 const HELLO: &str = "hello from nginx\n";
@@ -25,7 +26,7 @@ const ZEROS_1G_SHA256: &str = "49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf1
 
 /// nginx on two free loopback ports (plain and TLS), its files under `www`; stopped on drop.
 pub struct Nginx {
-    child: Child,
+    _process: NginxProcess,
     dir: TempDir,
     port: u16,
     tls_port: u16,
@@ -34,7 +35,6 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start() -> Nginx {
-        let nginx = require_tool("nginx");
         let dir = TempDir::new("nginx");
         let www = dir.join("www");
         fs::create_dir_all(www.join("slow")).unwrap();
@@ -48,21 +48,8 @@ impl Nginx {
         // `alt_port` is a second plain port of the same server: another origin on the same host.
         let (port, alt_port, tls_port) = (free_port(), free_port(), free_port());
         let d = dir.path().display();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp-body;
-    proxy_temp_path {d}/tmp-proxy;
-    fastcgi_temp_path {d}/tmp-fastcgi;
-    uwsgi_temp_path {d}/tmp-uwsgi;
-    scgi_temp_path {d}/tmp-scgi;
-    types {{ text/plain txt; application/octet-stream bin; }}
+        let http_body = format!(
+            r#"    types {{ text/plain txt; application/octet-stream bin; }}
     gzip on;
     gzip_types text/plain;
     gzip_min_length 1;
@@ -88,40 +75,18 @@ http {{
         root {d}/www;
         location = /to-http {{ return 302 http://127.0.0.1:{port}/hello.txt; }}
     }}
-}}
 "#,
             cert = pki.cert.display(),
             key = pki.key.display(),
         );
-        let conf = dir.join("nginx.conf");
-        fs::write(&conf, config).unwrap();
-        let child = Command::new(nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut server = Nginx {
-            child,
+        let process = NginxProcess::start(dir.path(), &http_body, &[port, alt_port, tls_port]);
+        Nginx {
+            _process: process,
             dir,
             port,
             tls_port,
             pki,
-        };
-        for p in [port, alt_port, tls_port] {
-            wait_until("nginx to listen", Duration::from_secs(10), || {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    let log = fs::read_to_string(server.dir.join("error.log")).unwrap_or_default();
-                    panic!("nginx exited with {status}: {log}");
-                }
-                TcpStream::connect(("127.0.0.1", p)).is_ok()
-            });
         }
-        server
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -139,13 +104,6 @@ http {{
 
     pub fn www(&self, rel: &str) -> PathBuf {
         self.dir.join("www").join(rel)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

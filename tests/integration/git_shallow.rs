@@ -1511,14 +1511,13 @@ fn issue_9_8_server_text_in_errors_is_escaped() {
 /// nginx on loopback in front of a [`GitServer`]: `/private/` needs basic auth (an htpasswd file
 /// made by `openssl passwd -apr1`), `/forbidden/` answers 403; stopped on drop.
 struct AuthProxy {
-    child: std::process::Child,
+    _process: crate::util::NginxProcess,
     port: u16,
     _dir: TempDir,
 }
 
 impl AuthProxy {
     fn start(backend: &GitServer, user: &str, password: &str) -> AuthProxy {
-        let nginx = crate::util::require_tool("nginx");
         let dir = TempDir::new("nginx-auth");
         let hash = std::process::Command::new(crate::util::require_tool("openssl"))
             .args(["passwd", "-apr1", password])
@@ -1529,21 +1528,8 @@ impl AuthProxy {
         fs::write(dir.join("htpasswd"), format!("{user}:{}\n", hash.trim())).unwrap();
         let port = crate::util::free_port();
         let d = dir.path().display();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp-body;
-    proxy_temp_path {d}/tmp-proxy;
-    fastcgi_temp_path {d}/tmp-fastcgi;
-    uwsgi_temp_path {d}/tmp-uwsgi;
-    scgi_temp_path {d}/tmp-scgi;
-    server {{
+        let http_body = format!(
+            r#"    server {{
         listen 127.0.0.1:{port};
         location /private/ {{
             auth_basic "git";
@@ -1552,31 +1538,12 @@ http {{
         }}
         location /forbidden/ {{ return 403; }}
     }}
-}}
 "#,
             backend = backend.port,
         );
-        let conf = dir.join("nginx.conf");
-        fs::write(&conf, config).unwrap();
-        let mut child = std::process::Command::new(nginx)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_until("nginx to listen", Duration::from_secs(10), || {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                panic!("nginx exited with {status}: {log}");
-            }
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let process = crate::util::NginxProcess::start(dir.path(), &http_body, &[port]);
         AuthProxy {
-            child,
+            _process: process,
             port,
             _dir: dir,
         }
@@ -1584,13 +1551,6 @@ http {{
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for AuthProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

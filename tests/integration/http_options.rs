@@ -3,12 +3,10 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use crate::util::{free_port, initbox, make_pki, require_tool, wait_until, TempDir};
+use crate::util::{free_port, initbox, make_pki, require_tool, NginxProcess, TempDir};
 
 /// Each applet that takes the HTTP options, with the rest of a valid command line.
 fn applets(dir: &TempDir) -> Vec<(&'static str, Vec<String>)> {
@@ -151,7 +149,7 @@ pub(crate) fn client_cert(dir: &Path, name: &str, kind: &str) -> (PathBuf, PathB
 /// nginx serving HTTPS that requires a client certificate from the test CA
 /// (`ssl_verify_client on`), and plain HTTP beside it; stopped on drop.
 struct MtlsNginx {
-    child: Child,
+    _process: NginxProcess,
     dir: TempDir,
     port: u16,
     tls_port: u16,
@@ -159,28 +157,14 @@ struct MtlsNginx {
 
 impl MtlsNginx {
     fn start() -> MtlsNginx {
-        let nginx = require_tool("nginx");
         let dir = TempDir::new("nginx-mtls");
         fs::create_dir_all(dir.join("www")).unwrap();
         fs::write(dir.join("www/secret.txt"), SECRET_BODY).unwrap();
         make_pki(dir.path());
         let (port, tls_port) = (free_port(), free_port());
         let d = dir.path().display();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp-body;
-    proxy_temp_path {d}/tmp-proxy;
-    fastcgi_temp_path {d}/tmp-fastcgi;
-    uwsgi_temp_path {d}/tmp-uwsgi;
-    scgi_temp_path {d}/tmp-scgi;
-    server {{ listen 127.0.0.1:{port}; root {d}/www; }}
+        let http_body = format!(
+            r#"    server {{ listen 127.0.0.1:{port}; root {d}/www; }}
     server {{
         listen 127.0.0.1:{tls_port} ssl;
         ssl_certificate {d}/server.pem;
@@ -189,43 +173,15 @@ http {{
         ssl_verify_client on;
         root {d}/www;
     }}
-}}
 "#
         );
-        fs::write(dir.join("nginx.conf"), config).unwrap();
-        let child = Command::new(nginx)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut server = MtlsNginx {
-            child,
+        let process = NginxProcess::start(dir.path(), &http_body, &[port, tls_port]);
+        MtlsNginx {
+            _process: process,
             dir,
             port,
             tls_port,
-        };
-        for p in [port, tls_port] {
-            wait_until("nginx to listen", Duration::from_secs(10), || {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    let log = fs::read_to_string(server.dir.join("error.log")).unwrap_or_default();
-                    panic!("nginx exited with {status}: {log}");
-                }
-                TcpStream::connect(("127.0.0.1", p)).is_ok()
-            });
         }
-        server
-    }
-}
-
-impl Drop for MtlsNginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

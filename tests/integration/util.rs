@@ -643,3 +643,54 @@ pub fn has_xattr(path: &Path, name: &str) -> bool {
     // writes nothing.
     unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
 }
+
+/// An nginx of a test, run in the foreground from `dir` (its pid, logs and temporary files stay
+/// there) with `http_body` inside its `http { }` block; stopped when dropped.
+pub struct NginxProcess {
+    child: Child,
+}
+
+impl NginxProcess {
+    /// Starts it and waits until every port in `ports` accepts connections; a failed start
+    /// panics with nginx's error log.
+    pub fn start(dir: &Path, http_body: &str, ports: &[u16]) -> NginxProcess {
+        let d = dir.display();
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n\
+             access_log off;\nclient_body_temp_path {d}/tmp-body;\n\
+             proxy_temp_path {d}/tmp-proxy;\nfastcgi_temp_path {d}/tmp-fastcgi;\n\
+             uwsgi_temp_path {d}/tmp-uwsgi;\nscgi_temp_path {d}/tmp-scgi;\n{http_body}\n}}\n"
+        );
+        let conf = dir.join("nginx.conf");
+        fs::write(&conf, config).unwrap();
+        let child = Command::new(require_tool("nginx"))
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut nginx = NginxProcess { child };
+        for &port in ports {
+            wait_until("nginx to listen", Duration::from_secs(10), || {
+                if let Ok(Some(status)) = nginx.child.try_wait() {
+                    let log = fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                    panic!("nginx exited with {status}: {log}");
+                }
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        }
+        nginx
+    }
+}
+
+impl Drop for NginxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
