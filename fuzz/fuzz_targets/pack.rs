@@ -9,6 +9,7 @@ use std::io::{Seek, SeekFrom};
 use std::sync::OnceLock;
 
 use initbox::applets::git::pack::{object_id, receive, Kind, Oid, Pack};
+use initbox::applets::git::progress::Progress;
 use initbox::error::Error;
 use initbox::supervisor::Deadline;
 use libfuzzer_sys::fuzz_target;
@@ -36,9 +37,14 @@ fn temp_file() -> File {
 }
 
 fn parse(bytes: &[u8]) -> Result<Pack, Error> {
-    let result = receive(bytes, temp_file(), &Deadline::after(None), &|e| {
-        Error::io("reading a byte slice", &e)
-    });
+    let mut progress = Progress::default();
+    let result = receive(
+        bytes,
+        temp_file(),
+        &Deadline::after(None),
+        &mut progress,
+        &|e| Error::io("reading a byte slice", &e),
+    );
     if let Err(e) = &result {
         check_error(e);
     }
