@@ -126,26 +126,69 @@ pub fn older_than_this_run(secs: i64, nanos: i64) -> bool {
     (secs, nanos) < started
 }
 
+/// Whether `name` has the shape of some temporary of `kind`: `.*initbox-R.KIND`, R being
+/// `RANDOM_HEX` hex digits. Only a first filter: [`is_temp_name`] decides per destination.
+fn looks_like_temp_name(name: &[u8], kind: &str) -> bool {
+    let Some(rest) = name
+        .strip_suffix(kind.as_bytes())
+        .and_then(|rest| rest.strip_suffix(b"."))
+    else {
+        return false;
+    };
+    let Some((head, random)) = rest.split_at_checked(rest.len().saturating_sub(RANDOM_HEX)) else {
+        return false;
+    };
+    name.starts_with(b".")
+        && head.ends_with(b"initbox-")
+        && random.len() == RANDOM_HEX
+        && random.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Per directory (device, inode): the names that looked like temporaries when this run first
+/// listed it. One listing per directory and run, however many outputs it receives (a
+/// render-template of 1,500 files into one directory would otherwise list it 1,500 times);
+/// temporaries made after that listing are this run's own.
+type Listings = std::collections::HashMap<(u64, u64), Vec<CString>>;
+static LISTINGS: std::sync::Mutex<Option<Listings>> = std::sync::Mutex::new(None);
+
 /// Removes the temporaries for `dest_name` in `dir` that a killed run left: exactly our name
 /// pattern, a regular file, older than this run, and carrying our extended attribute.
 fn sweep_stale(dir: &OwnedFd, dest_name: &[u8]) {
-    let Ok(mut entries) = dir.try_clone().and_then(sys::Dir::new) else {
+    let Ok(stat) = dir.try_clone().map(File::from).and_then(|d| d.metadata()) else {
         return;
     };
-    while let Some(Ok(name)) = entries.next_name() {
+    let mut listings = LISTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let candidates = listings
+        .get_or_insert_with(Listings::new)
+        .entry((stat.dev(), stat.ino()))
+        .or_insert_with(|| list_temp_names(dir));
+    candidates.retain(|name| {
         if !is_temp_name(name.to_bytes(), dest_name, "tmp") {
-            continue;
+            return true;
         }
-        let Ok(file) = sys::open_file_at(dir, &name) else {
-            continue;
-        };
-        let stale = file.metadata().is_ok_and(|m| {
-            m.file_type().is_file() && older_than_this_run(m.mtime(), m.mtime_nsec())
-        });
-        if stale && sys::get_xattr(&file, TEMP_XATTR, 8).is_ok() {
-            let _ = sys::unlink_at(dir, &name, false);
+        if let Ok(file) = sys::open_file_at(dir, name) {
+            let stale = file.metadata().is_ok_and(|m| {
+                m.file_type().is_file() && older_than_this_run(m.mtime(), m.mtime_nsec())
+            });
+            if stale && sys::get_xattr(&file, TEMP_XATTR, 8).is_ok() {
+                let _ = sys::unlink_at(dir, name, false);
+            }
+        }
+        false
+    });
+}
+
+fn list_temp_names(dir: &OwnedFd) -> Vec<CString> {
+    let Ok(mut entries) = dir.try_clone().and_then(sys::Dir::new) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    while let Some(Ok(name)) = entries.next_name() {
+        if looks_like_temp_name(name.to_bytes(), "tmp") {
+            names.push(name);
         }
     }
+    names
 }
 
 pub struct AtomicFile {
@@ -375,6 +418,12 @@ mod tests {
         let b = temp_name(b"out", "tmp").unwrap();
         assert_ne!(a, b);
         assert!(is_temp_name(a.to_bytes(), b"out", "tmp"));
+        assert!(looks_like_temp_name(a.to_bytes(), "tmp"));
+        assert!(!looks_like_temp_name(b".out.initbox-1-0.tmp", "tmp"));
+        assert!(!looks_like_temp_name(
+            b"out.initbox-0123456789abcdef.tmp",
+            "tmp"
+        ));
         assert!(!is_temp_name(a.to_bytes(), b"other", "tmp"));
         assert!(!is_temp_name(a.to_bytes(), b"out", "git"));
         for lookalike in [
