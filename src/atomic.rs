@@ -318,8 +318,15 @@ impl Sealed {
         &self.destination
     }
 
-    /// Renames the temporary over the destination.
+    /// Renames the temporary over the destination and makes the rename durable.
     pub fn commit(self) -> Result<(), Error> {
+        sync_directory(&self.rename()?);
+        Ok(())
+    }
+
+    /// Renames the temporary over the destination, returning the directory whose entry changed:
+    /// the caller syncs it ([`sync_directory`]) once for all the outputs that went there.
+    pub fn rename(self) -> Result<PathBuf, Error> {
         let destination = self.destination;
         self.guard
             .commit(|temp| fs::rename(temp, &destination))
@@ -329,12 +336,15 @@ impl Sealed {
                     &e,
                 )
             })?;
-        // The rename is durable only once the directory entry is; best effort, as some
-        // filesystems refuse fsync on directories.
-        if let Ok(directory) = File::open(&self.directory) {
-            let _ = directory.sync_all();
-        }
-        Ok(())
+        Ok(self.directory)
+    }
+}
+
+/// Makes renames in `directory` durable; best effort, as some filesystems refuse fsync on
+/// directories.
+pub fn sync_directory(directory: &Path) {
+    if let Ok(directory) = File::open(directory) {
+        let _ = directory.sync_all();
     }
 }
 

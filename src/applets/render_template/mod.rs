@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::atomic::{parse_mode, AtomicFile, Owner, Sealed};
+use crate::atomic::{parse_mode, sync_directory, AtomicFile, Owner, Sealed};
 use crate::cli::Args;
 use crate::error::Error;
 use crate::log;
@@ -245,23 +245,31 @@ fn check_destinations(sealed: &[Sealed]) -> Result<(), Error> {
 /// signal) is reported with what was and was not replaced.
 fn commit_all(sealed: Vec<Sealed>) -> Result<(), Error> {
     let count = sealed.len();
+    // Each directory is synced once, after all its renames, not once per file.
+    let mut directories: Vec<std::path::PathBuf> = Vec::new();
     for (done, output) in sealed.into_iter().enumerate() {
         let dest = output.destination().to_path_buf();
-        if let Err(err) = output.commit() {
-            log::error(
-                &format!(
-                    "{done} of {count} file(s) were replaced before this failure, {} were not",
-                    count - done
-                ),
-                &[("replaced", json!(done)), ("files", json!(count))],
-            );
-            return Err(err);
+        match output.rename() {
+            Ok(directory) if !directories.contains(&directory) => directories.push(directory),
+            Ok(_) => {}
+            Err(err) => {
+                directories.iter().for_each(|d| sync_directory(d));
+                log::error(
+                    &format!(
+                        "{done} of {count} file(s) were replaced before this failure, {} were not",
+                        count - done
+                    ),
+                    &[("replaced", json!(done)), ("files", json!(count))],
+                );
+                return Err(err);
+            }
         }
         log::info(
             &format!("rendered {}", dest.display()),
             &[("file", json!(dest.display().to_string()))],
         );
     }
+    directories.iter().for_each(|d| sync_directory(d));
     log::info(
         &format!("rendered {count} file(s)"),
         &[("files", json!(count))],
