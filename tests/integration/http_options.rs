@@ -4,9 +4,8 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::util::{free_port, initbox, make_pki, require_tool, NginxProcess, TempDir};
+use crate::util::{free_port, initbox, make_pki, openssl, NginxProcess, TempDir};
 
 /// Each applet that takes the HTTP options, with the rest of a valid command line.
 fn applets(dir: &TempDir) -> Vec<(&'static str, Vec<String>)> {
@@ -93,20 +92,6 @@ fn issue_10_every_http_applet_shows_the_http_options_block() {
             .stdout_has("HTTP OPTIONS")
             .stdout_has("--cert PEM, --key PEM");
     }
-}
-
-/// Runs the openssl CLI in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(require_tool("openssl"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A client certificate signed by the CA in `dir` (from `make_pki`), with a key of `kind`

@@ -463,7 +463,8 @@ pub struct Pki {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs the openssl CLI in `dir`; fails the test when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new(require_tool("openssl"))
         .args(args)
         .current_dir(dir)
