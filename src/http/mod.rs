@@ -37,6 +37,7 @@ pub use self::classify::{is_transient, tls_error};
 pub use self::options::{env_value, Options, HELP};
 use self::proxy::Proxies;
 pub use self::retry::{Failure, Retries};
+#[cfg(feature = "wait")]
 pub(crate) use self::tls::rustls_config;
 pub use self::url::{redact_url_text, Url, MASK};
 use crate::error::Error;

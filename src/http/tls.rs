@@ -27,6 +27,7 @@ pub(super) fn config(options: &Options) -> Result<TlsConfig, Error> {
 
 /// The same trust and client certificate as https, as a rustls configuration for TLS spoken
 /// outside HTTP (wait's `rediss://`).
+#[cfg(feature = "wait")]
 pub(crate) fn rustls_config(options: &Options) -> Result<Arc<rustls::ClientConfig>, Error> {
     let der = |c: &Certificate<'_>| CertificateDer::from(c.der().to_vec());
     let mut roots = rustls::RootCertStore::empty();
