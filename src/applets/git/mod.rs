@@ -13,6 +13,7 @@ pub mod pack;
 pub mod pktline;
 pub mod progress;
 pub mod protocol;
+pub mod workspace;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use self::checkout::{Checkout, DestState, Workspace};
+use self::checkout::Checkout;
+use self::workspace::{DestState, Workspace};
 use self::pack::{hex, Kind, Oid, Pack};
 use self::pktline::PktError;
 use self::progress::Progress;
@@ -291,7 +293,7 @@ impl Remote<'_> {
 
 fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     let dest = &options.dest;
-    let state = checkout::dest_state(dest, options.revision_file.as_deref())?;
+    let state = workspace::dest_state(dest, options.revision_file.as_deref())?;
     if state == DestState::Holds(None) && !options.replace {
         return Err(Error::Io(format!(
             "{}: not empty and not a checkout made by git-shallow: use --replace to replace it",
@@ -419,7 +421,7 @@ fn finish(options: &Options, commit: &str) -> Result<(), Error> {
 
 fn write_revision_file(path: &Path, dest: &Path, commit: &str) -> Result<(), Error> {
     use std::io::Write;
-    let within = checkout::open_parent_within(dest, path)?;
+    let within = workspace::open_parent_within(dest, path)?;
     if std::fs::read_to_string(path).is_ok_and(|text| text.trim() == commit) {
         return Ok(());
     }
