@@ -8,7 +8,6 @@
 //! refused rather than merged.
 
 use std::ffi::{CStr, CString};
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -305,6 +304,9 @@ pub fn warn_submodules(stats: &Stats) {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, File};
+    use std::path::PathBuf;
+
     use super::*;
 
     fn tree(entries: &[(&str, &[u8], Oid)]) -> Vec<u8> {
