@@ -85,6 +85,29 @@ impl Error {
     pub fn usage(message: impl Into<String>) -> Error {
         Error::Usage(message.into())
     }
+
+    /// This error with `context` before its message (`submodule 'lib': 401 ...`); the variant,
+    /// and so the exit code, stays.
+    pub fn context(self, context: impl fmt::Display) -> Error {
+        let message = format!("{context}: {self}");
+        match self {
+            Error::Internal(_) => Error::Internal(message),
+            Error::Usage(_) => Error::Usage(message),
+            Error::Data(_) => Error::Data(message),
+            Error::InputMissing(_) => Error::InputMissing(message),
+            Error::HostUnknown(_) => Error::HostUnknown(message),
+            Error::Unavailable(_) => Error::Unavailable(message),
+            Error::Io(_) => Error::Io(message),
+            Error::Remote(_) => Error::Remote(message),
+            Error::Permission(_) => Error::Permission(message),
+            Error::Tls(_) => Error::Tls(message),
+            Error::Integrity(_) => Error::Integrity(message),
+            Error::Timeout(_) => Error::Timeout(message),
+            Error::NotExecutable(_) => Error::NotExecutable(message),
+            Error::CommandNotFound(_) => Error::CommandNotFound(message),
+            Error::Signal(_) | Error::Exited(_) => self,
+        }
+    }
 }
 
 /// The OS message without Rust's " (os error N)" suffix, which means nothing to a user.
@@ -167,6 +190,14 @@ EXIT CODES
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_keeps_the_exit_code() {
+        let err = Error::Permission("401".into()).context("submodule 'lib'");
+        assert_eq!(err.exit_code(), 77);
+        assert_eq!(err.to_string(), "submodule 'lib': 401");
+        assert_eq!(Error::Signal(15).context("x").exit_code(), 143);
+    }
 
     #[test]
     fn io_errors_map_to_their_codes() {

@@ -3,8 +3,11 @@
 //! (unless the server is told to speak only v0), and the CGI's `Status:` header the status line.
 //! Test hooks: stall the pack response, slow it down, or replace the upload-pack body.
 
+use std::collections::BTreeMap;
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -406,4 +409,86 @@ const CONTENT_TYPE_RESULT: &str = "application/x-git-upload-pack-result";
 pub fn pkt(out: &mut dyn Write, payload: &[u8]) -> std::io::Result<()> {
     write!(out, "{:04x}", payload.len() + 4)?;
     out.write_all(payload)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    File(u32, Vec<u8>),
+    Link(PathBuf),
+    Dir(u32),
+}
+
+/// Every path under `root` with its type, permission bits and content, without the `.git`
+/// directory or file (a submodule's, in git's own clone) at any level.
+pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
+    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Node>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == ".git" {
+                continue;
+            }
+            let path = entry.path();
+            let rel = format!("{prefix}{name}");
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.file_type().is_symlink() {
+                out.insert(rel, Node::Link(fs::read_link(&path).unwrap()));
+            } else if meta.is_dir() {
+                out.insert(rel.clone(), Node::Dir(mode));
+                walk(&path, &format!("{rel}/"), out);
+            } else {
+                out.insert(rel, Node::File(mode, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, "", &mut out);
+    out
+}
+
+/// nginx on loopback in front of a [`GitServer`]: `/private/` needs basic auth (an htpasswd file
+/// made by `openssl passwd -apr1`), `/forbidden/` answers 403; stopped on drop.
+pub struct AuthProxy {
+    _process: crate::util::NginxProcess,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl AuthProxy {
+    pub fn start(backend: &GitServer, user: &str, password: &str) -> AuthProxy {
+        let dir = TempDir::new("nginx-auth");
+        let hash = std::process::Command::new(crate::util::require_tool("openssl"))
+            .args(["passwd", "-apr1", password])
+            .output()
+            .unwrap();
+        assert!(hash.status.success(), "openssl passwd failed");
+        let hash = String::from_utf8(hash.stdout).unwrap();
+        std::fs::write(dir.join("htpasswd"), format!("{user}:{}\n", hash.trim())).unwrap();
+        let port = crate::util::free_port();
+        let d = dir.path().display();
+        let http_body = format!(
+            r#"    server {{
+        listen 127.0.0.1:{port};
+        location /private/ {{
+            auth_basic "git";
+            auth_basic_user_file {d}/htpasswd;
+            proxy_pass http://127.0.0.1:{backend}/;
+        }}
+        location /forbidden/ {{ return 403; }}
+    }}
+"#,
+            backend = backend.port,
+        );
+        let process = crate::util::NginxProcess::start(dir.path(), &http_body, &[port]);
+        AuthProxy {
+            _process: process,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
 }

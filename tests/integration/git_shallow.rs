@@ -1,6 +1,5 @@
 //! `git-shallow` against Debian's real `git http-backend`, compared with real `git clone`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,7 +8,9 @@ use std::time::Duration;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use crate::git_server::{git, git_stdin, pkt, Answer, Behaviour, GitServer, HostileServer, Repo};
+use crate::git_server::{
+    git, git_stdin, pkt, snapshot, Answer, AuthProxy, Behaviour, GitServer, HostileServer, Repo,
+};
 use crate::util::{have_root, initbox, scratch_pid1, wait_until, Scratch, TempDir};
 
 /// Deterministic bytes that do not compress well.
@@ -75,41 +76,6 @@ fn rich_repo() -> (Repo, Vec<String>) {
     git(w, &["checkout", "-q", "main"]);
     repo.publish();
     (repo, commits)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Node {
-    File(u32, Vec<u8>),
-    Link(PathBuf),
-    Dir(u32),
-}
-
-/// Every path under `root` (without `.git`) with its type, permission bits and content.
-fn snapshot(root: &Path) -> BTreeMap<String, Node> {
-    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Node>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if prefix.is_empty() && name == ".git" {
-                continue;
-            }
-            let path = entry.path();
-            let rel = format!("{prefix}{name}");
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let mode = meta.permissions().mode() & 0o777;
-            if meta.file_type().is_symlink() {
-                out.insert(rel, Node::Link(fs::read_link(&path).unwrap()));
-            } else if meta.is_dir() {
-                out.insert(rel.clone(), Node::Dir(mode));
-                walk(&path, &format!("{rel}/"), out);
-            } else {
-                out.insert(rel, Node::File(mode, fs::read(&path).unwrap()));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, "", &mut out);
-    out
 }
 
 #[track_caller]
@@ -1505,52 +1471,6 @@ fn issue_9_8_server_text_in_errors_is_escaped() {
         .stderr_has(shown)
         .stderr_lacks("\x1b")
         .stderr_lacks("\nfake");
-    }
-}
-
-/// nginx on loopback in front of a [`GitServer`]: `/private/` needs basic auth (an htpasswd file
-/// made by `openssl passwd -apr1`), `/forbidden/` answers 403; stopped on drop.
-struct AuthProxy {
-    _process: crate::util::NginxProcess,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl AuthProxy {
-    fn start(backend: &GitServer, user: &str, password: &str) -> AuthProxy {
-        let dir = TempDir::new("nginx-auth");
-        let hash = std::process::Command::new(crate::util::require_tool("openssl"))
-            .args(["passwd", "-apr1", password])
-            .output()
-            .unwrap();
-        assert!(hash.status.success(), "openssl passwd failed");
-        let hash = String::from_utf8(hash.stdout).unwrap();
-        fs::write(dir.join("htpasswd"), format!("{user}:{}\n", hash.trim())).unwrap();
-        let port = crate::util::free_port();
-        let d = dir.path().display();
-        let http_body = format!(
-            r#"    server {{
-        listen 127.0.0.1:{port};
-        location /private/ {{
-            auth_basic "git";
-            auth_basic_user_file {d}/htpasswd;
-            proxy_pass http://127.0.0.1:{backend}/;
-        }}
-        location /forbidden/ {{ return 403; }}
-    }}
-"#,
-            backend = backend.port,
-        );
-        let process = crate::util::NginxProcess::start(dir.path(), &http_body, &[port]);
-        AuthProxy {
-            _process: process,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
 

@@ -11,6 +11,7 @@ mod exit_codes;
 mod fetch;
 mod git_server;
 mod git_shallow;
+mod git_submodules;
 mod http_options;
 mod init;
 mod render_template;

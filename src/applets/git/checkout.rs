@@ -13,13 +13,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use serde_json::json;
-
 use super::pack::{hex, Kind, Oid, Pack};
 use super::pktline::trim_text;
 use super::progress::Progress;
 use crate::error::Error;
-use crate::log;
 use crate::supervisor::Deadline;
 use crate::sys;
 
@@ -126,11 +123,21 @@ fn check_name(name: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// A submodule entry of a tree: the commit recorded at `path`, which is left an empty directory.
+#[derive(Debug)]
+pub struct Gitlink {
+    /// The raw path from the repository's root, as `.gitmodules` names it.
+    pub path: Vec<u8>,
+    /// The path escaped for messages.
+    pub shown: String,
+    pub id: Oid,
+}
+
 #[derive(Default, Debug)]
 pub struct Stats {
     pub files: u64,
     pub bytes: u64,
-    pub submodules: Vec<String>,
+    pub gitlinks: Vec<Gitlink>,
 }
 
 pub struct Checkout<'a> {
@@ -139,6 +146,8 @@ pub struct Checkout<'a> {
     pub deadline: &'a Deadline,
     pub stats: Stats,
     pub progress: &'a mut Progress,
+    /// The raw path of the directory being written, from the root, with a trailing `/`.
+    path: Vec<u8>,
 }
 
 fn cstring(name: &[u8]) -> CString {
@@ -164,7 +173,23 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), &e))
 }
 
-impl Checkout<'_> {
+impl<'a> Checkout<'a> {
+    pub fn new(
+        pack: &'a mut Pack,
+        deadline: &'a Deadline,
+        progress: &'a mut Progress,
+        fail_on_submodules: bool,
+    ) -> Checkout<'a> {
+        Checkout {
+            pack,
+            fail_on_submodules,
+            deadline,
+            stats: Stats::default(),
+            progress,
+            path: Vec::new(),
+        }
+    }
+
     /// Writes tree `id` into the directory `dir` (which `prefix` names in messages). `dir` is
     /// swapped for each subdirectory while it is written and reopened through `..` after, so the
     /// descriptors in use do not grow with the depth (a tree deeper than the descriptor limit).
@@ -193,7 +218,11 @@ impl Checkout<'_> {
                                 hex(&entry.id)
                             )));
                         }
-                        self.stats.submodules.push(shown.clone());
+                        self.stats.gitlinks.push(Gitlink {
+                            path: [&self.path[..], entry.name].concat(),
+                            shown: shown.clone(),
+                            id: entry.id,
+                        });
                     }
                     sys::mkdir_at(dir, &name, 0o755)
                         .map_err(|e| os_error("create directory", &shown, &e))?;
@@ -253,7 +282,12 @@ impl Checkout<'_> {
         let here = identity(dir)?;
         let child = open_dir_at(dir, name, shown)?;
         drop(std::mem::replace(dir, child));
-        self.write_tree(id, dir, &format!("{shown}/"), depth + 1)?;
+        let parent_path = self.path.len();
+        self.path.extend_from_slice(name.to_bytes());
+        self.path.push(b'/');
+        let written = self.write_tree(id, dir, &format!("{shown}/"), depth + 1);
+        self.path.truncate(parent_path);
+        written?;
         let parent = open_dir_at(dir, c"..", shown)?;
         if identity(&parent)? != here {
             return Err(Error::Io(format!(
@@ -289,17 +323,59 @@ pub fn missing(id: &Oid, shown: &str) -> Error {
     ))
 }
 
-/// Logs the submodules that became empty directories.
-pub fn warn_submodules(stats: &Stats) {
-    if !stats.submodules.is_empty() {
-        log::warn(
-            &format!(
-                "submodules are not cloned; left empty: {}",
-                stats.submodules.join(", ")
-            ),
-            &[("submodules", json!(stats.submodules))],
-        );
+/// What `path` (raw, `/`-separated, from the root tree `root`) names in the tree: `None` when
+/// nothing does, else the kind of entry (`file`, `symlink`, `directory`, `submodule`).
+pub fn entry_kind(pack: &mut Pack, root: &Oid, path: &[u8]) -> Result<Option<&'static str>, Error> {
+    let mut tree = *root;
+    let mut components = path.split(|&b| b == b'/').peekable();
+    while let Some(component) = components.next() {
+        let Some((Kind::Tree, data)) = pack.get(&tree)? else {
+            return Ok(None);
+        };
+        let entries = parse_tree(&data)?;
+        let Some(entry) = entries.iter().find(|e| e.name == component) else {
+            return Ok(None);
+        };
+        match (entry.mode, components.peek()) {
+            (Mode::Tree, Some(_)) => tree = entry.id,
+            (_, Some(_)) => return Ok(None),
+            (Mode::Tree, None) => return Ok(Some("directory")),
+            (Mode::Gitlink, None) => return Ok(Some("submodule")),
+            (Mode::Symlink, None) => return Ok(Some("symlink")),
+            (Mode::File | Mode::Executable, None) => return Ok(Some("file")),
+        }
     }
+    Ok(None)
+}
+
+/// The blob id of a regular file at the root of tree `root`, if there is one named `name`;
+/// any other kind of entry by that name is refused (git's fsck refuses a `.gitmodules` symlink).
+pub fn root_file(pack: &mut Pack, root: &Oid, name: &[u8]) -> Result<Option<Oid>, Error> {
+    let Some((Kind::Tree, data)) = pack.get(root)? else {
+        return Err(missing(root, ""));
+    };
+    let entries = parse_tree(&data)?;
+    match entries.iter().find(|e| e.name == name) {
+        None => Ok(None),
+        Some(TreeEntry {
+            mode: Mode::File | Mode::Executable,
+            id,
+            ..
+        }) => Ok(Some(*id)),
+        Some(_) => Err(hostile(format!(
+            "'{}' is not a regular file",
+            trim_text(name)
+        ))),
+    }
+}
+
+/// Opens the directory `path` (raw, `/`-separated) below `root` without following a symlink.
+pub fn open_below(root: &Path, path: &[u8], shown: &str) -> Result<OwnedFd, Error> {
+    let mut dir = open_dir(root)?;
+    for component in path.split(|&b| b == b'/') {
+        dir = open_dir_at(&dir, &cstring(component), shown)?;
+    }
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -420,13 +496,7 @@ mod tests {
             Error::io("read", &e)
         })
         .unwrap();
-        let mut checkout = Checkout {
-            pack: &mut pack,
-            fail_on_submodules: false,
-            deadline: &deadline,
-            stats: Stats::default(),
-            progress: &mut progress,
-        };
+        let mut checkout = Checkout::new(&mut pack, &deadline, &mut progress, false);
         let mut fd = open_dir(&dir.join("out")).unwrap();
         let result = checkout.write_tree(&root, &mut fd, "", 0);
         (dir, result)

@@ -8,13 +8,17 @@
 //! the shared client in `src/http.rs` (TLS trust, deadlines, proxies, redaction).
 
 pub mod checkout;
+pub mod credentials;
 pub mod delta;
+pub mod gitmodules;
 pub mod pack;
 pub mod pktline;
 pub mod progress;
 pub mod protocol;
+pub mod submodules;
 pub mod workspace;
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,11 +26,13 @@ use std::time::Duration;
 use serde_json::json;
 
 use self::checkout::Checkout;
-use self::workspace::{DestState, Workspace};
+use self::credentials::{Credentials, Rule};
 use self::pack::{hex, Kind, Oid, Pack};
 use self::pktline::PktError;
 use self::progress::Progress;
 use self::protocol::{Advertisement, Ref, Wanted};
+use self::submodules::Mode;
+use self::workspace::{DestState, Workspace};
 use crate::atomic::AtomicFile;
 use crate::cli::{format_duration, Args};
 use crate::error::Error;
@@ -53,22 +59,40 @@ OPTIONS
     --replace                 replace a DEST that holds another checkout or
                               other files (default: refuse)
     --revision-file PATH      write the commit id there (atomically)
-    --fail-on-submodules      refuse a tree with submodules (default: leave
-                              them as empty directories, with a warning)
+    --submodules MODE         recursive: check out every submodule at its
+                              recorded commit, and theirs (as git clone
+                              --recurse-submodules --shallow-submodules);
+                              shallow: the first level only; off (default):
+                              leave them empty directories, with a warning
+    --fail-on-submodules      refuse a tree with submodules (with off)
     --username NAME           user for basic auth (default: from the URL)
     --password-file PATH      password or token for basic auth, from a file
     --password-env VAR        password or token for basic auth, from a variable
+    --credential URL_PREFIX=VAR
+                              basic auth for the repositories under
+                              URL_PREFIX (a submodule's host, say): VAR holds
+                              user:password (a GitHub token:
+                              x-access-token:TOKEN); repeatable
+    --credential-file URL_PREFIX=PATH
+                              the same, from a file
     --timeout DURATION        overall deadline (default 10m; 0 waits forever)
 
 Hostile trees (`..`, `.git` in any spelling, paths through symlinks) are refused
 with 76 before anything reaches DEST; an object that does not match its id, 79.
+Submodules: only http(s) URLs are fetched (relative ones resolve against the
+repository's URL); other schemes, paths outside the tree and gitlinks that
+.gitmodules does not name are refused with 76. The credentials of the command
+line go only to URL's own host; --credential to the URLs under its prefix.
 Missing or rejected credentials (HTTP 401/403) exit 77. A clone slower than 2 s
 logs its progress every 5 s (-q: quiet).
 
 EXAMPLES
     initbox git-shallow https://github.com/org/site.git /srv/www --ref v1.4.0
     initbox git-shallow https://git.example/cfg.git /config \\
-        --username deploy --password-file /secrets/token --revision-file /config.rev";
+        --username deploy --password-file /secrets/token --revision-file /config.rev
+    initbox git-shallow https://github.com/org/app.git /src --submodules recursive \\
+        --credential https://github.com/org=GITHUB_AUTH \\
+        --credential-file https://vendor.example/=/secrets/vendor";
 
 const DEFAULT_DEPTH: u32 = 1;
 const CONTENT_TYPE_REQUEST: &str = "application/x-git-upload-pack-request";
@@ -81,7 +105,10 @@ struct Options {
     depth: u32,
     replace: bool,
     revision_file: Option<PathBuf>,
+    submodules: Mode,
     fail_on_submodules: bool,
+    /// `--credential` and `--credential-file`.
+    credential_rules: Vec<Rule>,
     /// `--username` with `--password-file` or `--password-env`; read when the job runs
     /// (`--check-args` reads nothing), as are the credential options of `http`.
     password: Option<(String, Secret)>,
@@ -94,6 +121,14 @@ enum Secret {
 }
 
 impl Options {
+    /// What besides the commit decides the checkout, recorded with it on DEST.
+    fn spec(&self) -> String {
+        match self.submodules {
+            Mode::Off => String::new(),
+            mode => format!("submodules={}", mode.name()),
+        }
+    }
+
     /// The credential headers of `http`'s options, then the basic auth of `--password-*`.
     fn headers(&self) -> Result<Vec<Header>, Error> {
         let mut headers = self.http.credential_headers()?;
@@ -130,7 +165,21 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     let depth = args.value("--depth", parse_depth)?.unwrap_or(DEFAULT_DEPTH);
     let replace = args.flag("--replace");
     let revision_file = args.value("--revision-file", |t| Ok(PathBuf::from(t)))?;
+    let submodules = args
+        .value("--submodules", Mode::parse)?
+        .unwrap_or(Mode::Off);
     let fail_on_submodules = args.flag("--fail-on-submodules");
+    if fail_on_submodules && submodules != Mode::Off {
+        return Err(Error::usage(
+            "--fail-on-submodules goes with --submodules off, not with shallow or recursive",
+        ));
+    }
+    let mut credential_rules = Vec::new();
+    for option in ["--credential", "--credential-file"] {
+        for text in args.values(option)? {
+            credential_rules.push(Rule::parse(option, &text).map_err(Error::Usage)?);
+        }
+    }
     let username = args.value("--username", |t| Ok(t.to_string()))?;
     let password_file = args.value("--password-file", |t| Ok(PathBuf::from(t)))?;
     let password_env = args.value("--password-env", |t| Ok(t.to_string()))?;
@@ -166,7 +215,9 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         depth,
         replace,
         revision_file,
+        submodules,
         fail_on_submodules,
+        credential_rules,
         password,
         http,
     };
@@ -214,6 +265,12 @@ fn from_io(err: io::Error, url: &Url) -> Error {
 fn from_pkt(err: PktError, url: &Url) -> Error {
     match err {
         PktError::Io(e) => from_io(e, url),
+        PktError::Server(message) if message.contains("not our ref") => Error::Remote(format!(
+            "{url}: the server reported: {message}: it does not have the commit, or does not \
+             send commits by id that no branch or tag reaches: check that the commit was \
+             pushed, and let the server send it (uploadpack.allowReachableSHA1InWant=true, or \
+             uploadpack.allowAnySHA1InWant=true for a commit no ref reaches)"
+        )),
         PktError::Server(message) => {
             Error::Remote(format!("{url}: the server reported: {message}"))
         }
@@ -222,7 +279,7 @@ fn from_pkt(err: PktError, url: &Url) -> Error {
 }
 
 struct Remote<'a> {
-    client: Client,
+    client: &'a Client,
     url: &'a Url,
     /// Credential headers, sent by [`Client::request`] to the repository's origin only.
     auth: &'a [Header],
@@ -254,7 +311,8 @@ impl Remote<'_> {
             401 | 403 => Err(Error::Permission(format!(
                 "{status}: credentials missing or rejected: give them with --username and \
                  --password-file (or --password-env), user:password@ in the URL, --bearer-file, \
-                 --basic-auth-from-env or --header"
+                 --basic-auth-from-env or --header; for another host, --credential \
+                 URL_PREFIX=VAR or --credential-file URL_PREFIX=PATH"
             ))),
             404 => Err(Error::Remote(format!("{status}: check the repository URL"))),
             _ => Err(status),
@@ -300,29 +358,35 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             dest.display()
         )));
     }
+    let recorded = |commit: &str| workspace::Recorded::new(commit, &options.spec());
     if let (Wanted::Commit(id), DestState::Holds(Some(current))) = (&options.wanted, &state) {
         // A pinned commit that is already there needs no server at all.
-        if hex(id) == *current {
-            return already_checked_out(options, current);
+        if current.is(&recorded(&hex(id))) {
+            return already_checked_out(options, &current.commit);
         }
     }
-    let auth = options.headers()?;
+    let credentials =
+        Credentials::load(&options.credential_rules, &options.url, options.headers()?)?;
+    let client = Client::new(&options.http, deadline)?;
+    let auth = credentials.for_url(&options.url);
     let remote = Remote {
-        client: Client::new(&options.http, deadline)?,
+        client: &client,
         url: &options.url,
         auth: &auth,
     };
     let advertisement = remote.advertisement(&options.wanted)?;
-    let v2 = matches!(advertisement, Advertisement::V2 { .. });
     let (target, expected) = resolve(&remote, &advertisement, &options.wanted)?;
     if let DestState::Holds(Some(current)) = &state {
-        if expected.is_some_and(|id| hex(&id) == *current) {
-            return already_checked_out(options, current);
+        if expected.is_some_and(|id| current.is(&recorded(&hex(&id)))) {
+            return already_checked_out(options, &current.commit);
         }
-        if !options.replace {
+        // The same commit checked out with other options is ours to redo.
+        let same_commit = expected.is_some_and(|id| current.commit == hex(&id));
+        if !options.replace && !same_commit {
             return Err(Error::Io(format!(
-                "{}: holds commit {current}, not the one asked for: use --replace to replace it",
-                dest.display()
+                "{}: holds commit {}, not the one asked for: use --replace to replace it",
+                dest.display(),
+                current.commit
             )));
         }
     }
@@ -330,58 +394,66 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
 
     let mut progress = Progress::default();
     let workspace = Workspace::create(dest, &state)?;
-    let file = workspace.pack_file()?;
-    let response = if v2 {
-        let body = remote.upload_pack(true, &protocol::fetch_request_v2(&target, options.depth))?;
-        protocol::read_fetch_response_v2(body)
-            .map(Box::new)
-            .map(|s| s as Box<dyn Read>)
-    } else {
-        let Advertisement::V0 { capabilities, .. } = &advertisement else {
-            unreachable!("v0 here");
-        };
-        let request = protocol::fetch_request_v0(&target, options.depth, capabilities)
-            .map_err(|e| from_pkt(e, remote.url))?;
-        let body = remote.upload_pack(false, &request)?;
-        protocol::read_fetch_response_v0(body)
-            .map(Box::new)
-            .map(|s| s as Box<dyn Read>)
-    }
-    .map_err(|e| from_pkt(e, remote.url))?;
-    let url = remote.url.clone();
-    let mut pack = pack::receive(response, file, deadline, &mut progress, &|e| {
-        from_io(e, &url)
-    })?;
+    let file = workspace.pack_file("pack")?;
+    let mut pack = fetch_pack(
+        &remote,
+        &advertisement,
+        &target,
+        options.depth,
+        file,
+        deadline,
+        &mut progress,
+    )?;
     let (commit, tree) = peel(&mut pack, &target)?;
     let commit_hex = hex(&commit);
     if let (Wanted::Commit(_), DestState::Holds(Some(current))) = (&options.wanted, &state) {
-        if *current == commit_hex {
-            return already_checked_out(options, current);
+        if current.is(&recorded(&commit_hex)) {
+            return already_checked_out(options, &current.commit);
         }
     }
 
     let mut root = checkout::open_dir(&workspace.tree())?;
-    let mut checkout = Checkout {
-        pack: &mut pack,
-        fail_on_submodules: options.fail_on_submodules,
+    let mut checkout = Checkout::new(
+        &mut pack,
         deadline,
-        stats: checkout::Stats::default(),
-        progress: &mut progress,
-    };
+        &mut progress,
+        options.fail_on_submodules,
+    );
     checkout.write_tree(&tree, &mut root, "", 0)?;
-    let stats = std::mem::take(&mut checkout.stats);
+    let mut stats = std::mem::take(&mut checkout.stats);
     drop(root);
-    checkout::warn_submodules(&stats);
+    let (objects, deltas) = (pack.object_count(), pack.delta_count());
+    let submodules = if options.submodules == Mode::Off {
+        submodules::warn_left_empty(&stats.gitlinks, None);
+        0
+    } else {
+        let jobs = submodules::plan(&mut pack, &tree, &stats.gitlinks, &options.url, None)?;
+        // The superproject's pack is no longer needed: its memory and file go before the
+        // submodules' arrive.
+        drop(pack);
+        let context = submodules::Context {
+            mode: options.submodules,
+            client: &client,
+            credentials: &credentials,
+            workspace: &workspace,
+            deadline,
+        };
+        let totals = submodules::check_out_all(jobs, &context)?;
+        stats.files += totals.files;
+        stats.bytes += totals.bytes;
+        totals.submodules
+    };
     deadline.check("checking out")?;
-    workspace.install(dest, &state, &commit_hex)?;
+    workspace.install(dest, &state, &recorded(&commit_hex))?;
     log::info(
         &format!(
-            "checked out {commit_hex} into {} ({} files, {} bytes, {} objects, {} deltas, {})",
+            "checked out {commit_hex} into {} ({} files, {} bytes, {} objects, {} deltas, \
+             {submodules} submodules, {})",
             dest.display(),
             stats.files,
             stats.bytes,
-            pack.object_count(),
-            pack.delta_count(),
+            objects,
+            deltas,
             format_duration(deadline.elapsed())
         ),
         &[
@@ -390,12 +462,41 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             ("dest", json!(dest.display().to_string())),
             ("files", json!(stats.files)),
             ("bytes", json!(stats.bytes)),
-            ("objects", json!(pack.object_count())),
-            ("deltas", json!(pack.delta_count())),
+            ("objects", json!(objects)),
+            ("deltas", json!(deltas)),
+            ("submodules", json!(submodules)),
             ("elapsed_ms", json!(deadline.elapsed().as_millis() as u64)),
         ],
     );
     finish(options, &commit_hex)
+}
+
+/// Fetches the pack holding `target` and `depth` commits of its history into `file`.
+fn fetch_pack(
+    remote: &Remote<'_>,
+    advertisement: &Advertisement,
+    target: &Oid,
+    depth: u32,
+    file: File,
+    deadline: &Deadline,
+    progress: &mut Progress,
+) -> Result<Pack, Error> {
+    let response = match advertisement {
+        Advertisement::V2 { .. } => {
+            let body = remote.upload_pack(true, &protocol::fetch_request_v2(target, depth))?;
+            protocol::read_fetch_response_v2(body).map(|s| Box::new(s) as Box<dyn Read>)
+        }
+        Advertisement::V0 { capabilities, .. } => {
+            let request = protocol::fetch_request_v0(target, depth, capabilities)
+                .map_err(|e| from_pkt(e, remote.url))?;
+            let body = remote.upload_pack(false, &request)?;
+            protocol::read_fetch_response_v0(body).map(|s| Box::new(s) as Box<dyn Read>)
+        }
+    }
+    .map_err(|e| from_pkt(e, remote.url))?;
+    pack::receive(response, file, deadline, progress, &|e| {
+        from_io(e, remote.url)
+    })
 }
 
 /// DEST already holds `commit`: nothing to fetch or write but the revision file.

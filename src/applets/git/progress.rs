@@ -19,6 +19,8 @@ const EVERY: Duration = Duration::from_secs(5);
 pub struct Progress {
     started: Instant,
     last: Option<Instant>,
+    /// The submodule path this clone is for; `None` for the repository of the command line.
+    submodule: Option<String>,
 }
 
 /// The clock starts when the progress is made: at the start of the clone.
@@ -27,11 +29,31 @@ impl Default for Progress {
         Progress {
             started: Instant::now(),
             last: None,
+            submodule: None,
         }
     }
 }
 
 impl Progress {
+    /// Submodules are cloned side by side: their lines say whose they are.
+    pub fn of_submodule(shown: &str) -> Progress {
+        Progress {
+            submodule: Some(shown.to_string()),
+            ..Progress::default()
+        }
+    }
+
+    fn line(&self, text: String, fields: &[(&str, serde_json::Value)]) {
+        match &self.submodule {
+            None => log::info(&text, fields),
+            Some(path) => {
+                let mut fields = fields.to_vec();
+                fields.push(("submodule", json!(path)));
+                log::info(&format!("submodule {path}: {text}"), &fields);
+            }
+        }
+    }
+
     /// Whether a line is due now; if so, the next one is [`EVERY`] away.
     fn due(&mut self) -> bool {
         let now = Instant::now();
@@ -50,8 +72,8 @@ impl Progress {
             return;
         }
         let elapsed = self.started.elapsed();
-        log::info(
-            &format!(
+        self.line(
+            format!(
                 "receiving {}, {} objects, {}",
                 human_size(bytes),
                 thousands(u64::from(objects)),
@@ -70,8 +92,8 @@ impl Progress {
         if !self.due() {
             return;
         }
-        log::info(
-            &format!("checking out {} files", thousands(files)),
+        self.line(
+            format!("checking out {} files", thousands(files)),
             &[
                 ("phase", json!("checking out")),
                 ("files", json!(files)),

@@ -15,8 +15,47 @@ use crate::log;
 use crate::supervisor::TempGuard;
 use crate::sys;
 
-/// Extended attribute on DEST naming the commit checked out there, for idempotent re-runs.
+/// Extended attribute on DEST naming the commit checked out there, for idempotent re-runs:
+/// the commit id, then, after a space, the options that shaped the checkout (`--submodules`).
 pub const COMMIT_XATTR: &CStr = c"user.initbox.git-commit";
+/// Longest value of [`COMMIT_XATTR`] read back.
+const MAX_RECORDED: usize = 4096;
+
+/// What a checkout recorded on DEST: its commit and the options that shaped it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub commit: String,
+    /// `None` when only `--revision-file` told the commit (no user xattrs on DEST).
+    spec: Option<String>,
+}
+
+impl Recorded {
+    pub fn new(commit: &str, spec: &str) -> Recorded {
+        Recorded {
+            commit: commit.to_string(),
+            spec: Some(spec.to_string()),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Recorded> {
+        let (commit, spec) = text.split_once(' ').unwrap_or((text, ""));
+        (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Recorded::new(commit, spec))
+    }
+
+    /// Whether DEST holds what `wanted` describes; a revision file tells only the commit.
+    pub fn is(&self, wanted: &Recorded) -> bool {
+        self.commit == wanted.commit
+            && (self.spec.is_none() || wanted.spec.is_none() || self.spec == wanted.spec)
+    }
+
+    fn value(&self) -> String {
+        match self.spec.as_deref() {
+            None | Some("") => self.commit.clone(),
+            Some(spec) => format!("{} {spec}", self.commit),
+        }
+    }
+}
 
 /// What DEST holds before the checkout.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,7 +63,7 @@ pub enum DestState {
     Missing,
     Empty,
     /// Files, and the commit they were checked out from when known.
-    Holds(Option<String>),
+    Holds(Option<Recorded>),
 }
 
 pub fn dest_state(dest: &Path, revision_file: Option<&Path>) -> Result<DestState, Error> {
@@ -39,13 +78,13 @@ pub fn dest_state(dest: &Path, revision_file: Option<&Path>) -> Result<DestState
     if entries.next().is_none() {
         return Ok(DestState::Empty);
     }
-    let commit = read_commit_xattr(dest).or_else(|| {
-        revision_file
-            .and_then(|path| fs::read_to_string(path).ok())
-            .map(|text| text.trim().to_string())
-            .filter(|text| text.len() == 40)
+    let recorded = read_commit_xattr(dest).or_else(|| {
+        let text = fs::read_to_string(revision_file?).ok()?;
+        let mut recorded = Recorded::parse(text.trim())?;
+        recorded.spec = None;
+        Some(recorded)
     });
-    Ok(DestState::Holds(commit))
+    Ok(DestState::Holds(recorded))
 }
 
 fn parent_of(dest: &Path) -> PathBuf {
@@ -63,15 +102,14 @@ fn open_path(path: &Path) -> io::Result<OwnedFd> {
     sys::open_dir(&CString::new(path.as_os_str().as_bytes())?)
 }
 
-fn read_commit_xattr(path: &Path) -> Option<String> {
-    let value = sys::get_xattr(&open_path(path).ok()?, COMMIT_XATTR, 64).ok()?;
-    let text = String::from_utf8(value).ok()?;
-    (text.len() == 40).then_some(text)
+fn read_commit_xattr(path: &Path) -> Option<Recorded> {
+    let value = sys::get_xattr(&open_path(path).ok()?, COMMIT_XATTR, MAX_RECORDED).ok()?;
+    Recorded::parse(&String::from_utf8(value).ok()?)
 }
 
 /// Records the commit on DEST; filesystems without user xattrs (older tmpfs) just skip it.
-fn write_commit_xattr(dir: &OwnedFd, commit: &str) {
-    let _ = sys::set_xattr(dir, COMMIT_XATTR, commit.as_bytes());
+fn write_commit_xattr(dir: &OwnedFd, recorded: &Recorded) {
+    let _ = sys::set_xattr(dir, COMMIT_XATTR, recorded.value().as_bytes());
 }
 
 /// Inside every workspace, made first: a FIFO, a kind of file no git tree can hold, so a later
@@ -167,9 +205,10 @@ impl Workspace {
         self.guard.path().join("tree")
     }
 
-    /// A new temporary file for the pack, already unlinked so nothing can be left behind.
-    pub fn pack_file(&self) -> Result<File, Error> {
-        let path = self.guard.path().join("pack");
+    /// A new temporary file for a pack, already unlinked so nothing can be left behind; `name`
+    /// tells apart the packs of submodules fetched side by side.
+    pub fn pack_file(&self, name: &str) -> Result<File, Error> {
+        let path = self.guard.path().join(name);
         let file = File::options()
             .read(true)
             .write(true)
@@ -181,7 +220,7 @@ impl Workspace {
     }
 
     /// Moves the checkout into DEST, replacing what DEST holds.
-    pub fn install(self, dest: &Path, state: &DestState, commit: &str) -> Result<(), Error> {
+    pub fn install(self, dest: &Path, state: &DestState, recorded: &Recorded) -> Result<(), Error> {
         let fail = |e: io::Error| {
             Error::io(
                 format!("cannot move the checkout into {}", dest.display()),
@@ -198,10 +237,10 @@ impl Workspace {
             self.guard
                 .commit(|_| move_entries(&dest_dir, &own, &tree))
                 .map_err(fail)?;
-            write_commit_xattr(&dest_dir, commit);
+            write_commit_xattr(&dest_dir, recorded);
             dest_dir
         } else {
-            write_commit_xattr(&tree, commit);
+            write_commit_xattr(&tree, recorded);
             let parent = open_path(&parent_of(dest)).map_err(fail)?;
             let name = CString::new(dest_name(dest)).map_err(|e| fail(e.into()))?;
             let swap = |_: &Path| match state {
