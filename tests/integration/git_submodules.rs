@@ -482,3 +482,57 @@ fn issue_13_a_failing_submodule_leaves_dest_as_it_was() {
     assert!(leftovers(out.path()).is_empty());
     assert!(leftovers(&dest).is_empty());
 }
+
+/// `--sparse`: only the named paths and the directories above them, into submodules too; the
+/// rest of each file is what `git clone` writes. A path that names nothing is an error.
+#[test]
+fn issue_13_sparse_paths_reach_into_submodules() {
+    let p = project(Behaviour::default(), false);
+    let out = TempDir::new("git-out");
+    let dest = out.join("app");
+    let d = dest.to_str().unwrap();
+    let url = p.server.url("super.git");
+    let sparse = |paths: &[&str]| {
+        let mut args = vec!["git-shallow", url.as_str(), d, "--submodules", "recursive"];
+        for path in paths {
+            args.extend(["--sparse", path]);
+        }
+        initbox(args).run()
+    };
+    sparse(&["lib/include", "README"]).success();
+    let reference = git_clone_recursive(&url);
+    let wanted = |path: &str| {
+        ["README", "lib/include"].iter().any(|w| {
+            path == *w || path.starts_with(&format!("{w}/")) || w.starts_with(&format!("{path}/"))
+        })
+    };
+    let expected: Vec<_> = snapshot(&reference.join("ref"))
+        .into_iter()
+        .filter(|(path, _)| wanted(path))
+        .collect();
+    let actual: Vec<_> = snapshot(&dest).into_iter().collect();
+    assert_eq!(
+        expected.iter().map(|e| &e.0).collect::<Vec<_>>(),
+        actual.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    assert!(expected == actual, "contents differ from git clone");
+
+    // Other paths on the same commit: redone without --replace. Into a nested submodule too.
+    sparse(&["lib/deps/nested/n.txt"]).success();
+    assert!(dest.join("lib/deps/nested/n.txt").exists());
+    assert!(!dest.join("README").exists() && !dest.join("lib/include").exists());
+
+    sparse(&["lib/nothing", "vendor"])
+        .code(66)
+        .stderr_has("lib/nothing")
+        .stderr_lacks("vendor,");
+    initbox(["git-shallow", &url, d, "--sparse", "lib/include"])
+        .run()
+        .code(66)
+        .stderr_has("--submodules");
+    initbox(["git-shallow", &url, d, "--sparse", "../etc"])
+        .run()
+        .code(64);
+    assert!(dest.join("lib/deps/nested/n.txt").exists(), "DEST kept");
+    assert!(leftovers(out.path()).is_empty());
+}

@@ -16,6 +16,7 @@ use std::path::Path;
 use super::pack::{hex, Kind, Oid, Pack};
 use super::pktline::trim_text;
 use super::progress::Progress;
+use super::sparse::{Scope, Sparse};
 use crate::error::Error;
 use crate::supervisor::Deadline;
 use crate::sys;
@@ -146,6 +147,8 @@ pub struct Checkout<'a> {
     pub deadline: &'a Deadline,
     pub stats: Stats,
     pub progress: &'a mut Progress,
+    /// `--sparse`: what is written, when not everything.
+    pub sparse: Option<Sparse>,
     /// The raw path of the directory being written, from the root, with a trailing `/`.
     path: Vec<u8>,
 }
@@ -186,6 +189,7 @@ impl<'a> Checkout<'a> {
             deadline,
             stats: Stats::default(),
             progress,
+            sparse: None,
             path: Vec::new(),
         }
     }
@@ -209,6 +213,14 @@ impl<'a> Checkout<'a> {
             // Names are server text: escaped once here for every message and log line.
             let shown = format!("{prefix}{}", trim_text(entry.name));
             let name = cstring(entry.name);
+            let scope = match &mut self.sparse {
+                None => Scope::All,
+                Some(sparse) => sparse.scope(&[&self.path[..], entry.name].concat()),
+            };
+            let container = matches!(entry.mode, Mode::Tree | Mode::Gitlink);
+            if scope == Scope::Outside || (scope == Scope::Part && !container) {
+                continue;
+            }
             match entry.mode {
                 Mode::Tree | Mode::Gitlink => {
                     if entry.mode == Mode::Gitlink {

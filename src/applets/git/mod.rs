@@ -15,6 +15,7 @@ pub mod pack;
 pub mod pktline;
 pub mod progress;
 pub mod protocol;
+pub mod sparse;
 pub mod submodules;
 pub mod workspace;
 
@@ -31,6 +32,7 @@ use self::pack::{hex, Kind, Oid, Pack};
 use self::pktline::PktError;
 use self::progress::Progress;
 use self::protocol::{Advertisement, Ref, Wanted};
+use self::sparse::Sparse;
 use self::submodules::Mode;
 use self::workspace::{DestState, Workspace};
 use crate::atomic::AtomicFile;
@@ -65,6 +67,9 @@ OPTIONS
                               shallow: the first level only; off (default):
                               leave them empty directories, with a warning
     --fail-on-submodules      refuse a tree with submodules (with off)
+    --sparse PATH             write only PATH (a file or directory, which may
+                              lead into a submodule: lib/include) and the
+                              directories above it; repeatable
     --username NAME           user for basic auth (default: from the URL)
     --password-file PATH      password or token for basic auth, from a file
     --password-env VAR        password or token for basic auth, from a variable
@@ -107,6 +112,7 @@ struct Options {
     revision_file: Option<PathBuf>,
     submodules: Mode,
     fail_on_submodules: bool,
+    sparse: Option<Sparse>,
     /// `--credential` and `--credential-file`.
     credential_rules: Vec<Rule>,
     /// `--username` with `--password-file` or `--password-env`; read when the job runs
@@ -123,10 +129,14 @@ enum Secret {
 impl Options {
     /// What besides the commit decides the checkout, recorded with it on DEST.
     fn spec(&self) -> String {
-        match self.submodules {
-            Mode::Off => String::new(),
-            mode => format!("submodules={}", mode.name()),
+        let mut spec = Vec::new();
+        if self.submodules != Mode::Off {
+            spec.push(format!("submodules={}", self.submodules.name()));
         }
+        if let Some(sparse) = &self.sparse {
+            spec.push(sparse.spec());
+        }
+        spec.join(" ")
     }
 
     /// The credential headers of `http`'s options, then the basic auth of `--password-*`.
@@ -174,6 +184,17 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
             "--fail-on-submodules goes with --submodules off, not with shallow or recursive",
         ));
     }
+    let sparse_paths = args.values("--sparse")?;
+    let sparse = match sparse_paths.is_empty() {
+        true => None,
+        false => Some(Sparse::new(
+            sparse_paths
+                .iter()
+                .map(|p| Sparse::parse_path(p))
+                .collect::<Result<_, _>>()
+                .map_err(Error::Usage)?,
+        )),
+    };
     let mut credential_rules = Vec::new();
     for option in ["--credential", "--credential-file"] {
         for text in args.values(option)? {
@@ -217,6 +238,7 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
         revision_file,
         submodules,
         fail_on_submodules,
+        sparse,
         credential_rules,
         password,
         http,
@@ -419,15 +441,30 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         &mut progress,
         options.fail_on_submodules,
     );
+    checkout.sparse = options.sparse.clone();
     checkout.write_tree(&tree, &mut root, "", 0)?;
     let mut stats = std::mem::take(&mut checkout.stats);
+    let mut sparse = checkout.sparse.take();
     drop(root);
     let (objects, deltas) = (pack.object_count(), pack.delta_count());
     let submodules = if options.submodules == Mode::Off {
+        if let Some(sparse) = &sparse {
+            sparse.check_found(&commit_hex, "")?;
+        }
         submodules::warn_left_empty(&stats.gitlinks, None);
         0
     } else {
-        let jobs = submodules::plan(&mut pack, &tree, &stats.gitlinks, &options.url, None)?;
+        let jobs = submodules::plan(
+            &mut pack,
+            &tree,
+            &stats.gitlinks,
+            &options.url,
+            None,
+            sparse.as_mut(),
+        )?;
+        if let Some(sparse) = &sparse {
+            sparse.check_found(&commit_hex, "")?;
+        }
         // The superproject's pack is no longer needed: its memory and file go before the
         // submodules' arrive.
         drop(pack);

@@ -23,6 +23,7 @@ use super::gitmodules::{self, Submodule, MAX_GITMODULES_BYTES};
 use super::pack::{hex, Kind, Oid, Pack};
 use super::progress::Progress;
 use super::protocol::Wanted;
+use super::sparse::Sparse;
 use super::workspace::Workspace;
 use super::{fetch_pack, peel, Remote};
 use crate::error::Error;
@@ -77,6 +78,8 @@ pub struct Job {
     commit: Oid,
     /// 1 for a gitlink of the superproject.
     level: u32,
+    /// The `--sparse` paths inside this submodule; `None`: all of it.
+    sparse: Option<Sparse>,
 }
 
 impl Job {
@@ -109,13 +112,14 @@ pub struct Context<'a> {
 
 /// The submodules the gitlinks of one repository's checkout name. `pack` and `tree` are that
 /// repository's, `url` where it came from; `parent` the job that checked it out (`None` for the
-/// superproject).
+/// superproject); `sparse` that checkout's `--sparse` paths, which hand theirs to submodules.
 pub fn plan(
     pack: &mut Pack,
     tree: &Oid,
     gitlinks: &[Gitlink],
     url: &Url,
     parent: Option<&Job>,
+    mut sparse: Option<&mut Sparse>,
 ) -> Result<Vec<Job>, Error> {
     if gitlinks.is_empty() {
         return Ok(Vec::new());
@@ -136,9 +140,11 @@ pub fn plan(
         None => e,
     })?;
     for module in &modules {
-        let is_gitlink = gitlinks.iter().any(|g| g.path == module.path.as_bytes());
-        if !is_gitlink {
-            if let Some(kind) = checkout::entry_kind(pack, tree, module.path.as_bytes())? {
+        let checked_out = gitlinks.iter().any(|g| g.path == module.path.as_bytes());
+        if !checked_out {
+            // A gitlink `--sparse` left out is fine; anything else by that path is not.
+            let kind = checkout::entry_kind(pack, tree, module.path.as_bytes())?;
+            if let Some(kind) = kind.filter(|kind| *kind != "submodule") {
                 return Err(refused(format!(
                     "submodule '{}' has path '{}', which is a {kind} of the tree, not a submodule",
                     module.name,
@@ -178,6 +184,7 @@ pub fn plan(
                 url,
                 commit: link.id,
                 level,
+                sparse: sparse.as_mut().and_then(|s| s.below(&link.path)),
             })
         })
         .collect()
@@ -298,15 +305,27 @@ fn check_out_one(job: &Job, context: &Context<'_>) -> Result<(Stats, Vec<Job>), 
     }
     let mut dir = checkout::open_below(&context.workspace.tree(), &job.path, &job.shown)?;
     let mut checkout = Checkout::new(&mut pack, deadline, &mut progress, false);
+    checkout.sparse = job.sparse.clone();
     checkout.write_tree(&tree, &mut dir, &format!("{}/", job.shown), 0)?;
     let stats = std::mem::take(&mut checkout.stats);
+    let mut sparse = checkout.sparse.take();
     let children = match context.mode {
-        Mode::Recursive => plan(&mut pack, &tree, &stats.gitlinks, &job.url, Some(job))?,
+        Mode::Recursive => plan(
+            &mut pack,
+            &tree,
+            &stats.gitlinks,
+            &job.url,
+            Some(job),
+            sparse.as_mut(),
+        )?,
         _ => {
             warn_left_empty(&stats.gitlinks, Some(job));
             Vec::new()
         }
     };
+    if let Some(sparse) = &sparse {
+        sparse.check_found(&hex(&job.commit), &format!("{}/", job.shown))?;
+    }
     Ok((stats, children))
 }
 
