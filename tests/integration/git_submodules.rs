@@ -536,3 +536,70 @@ fn issue_13_sparse_paths_reach_into_submodules() {
     assert!(dest.join("lib/deps/nested/n.txt").exists(), "DEST kept");
     assert!(leftovers(out.path()).is_empty());
 }
+
+/// With `--sparse`, a server that offers `filter` (uploadpack.allowFilter) sends the commit and
+/// trees without blobs, then only the blobs the paths need, into submodules too; one that does
+/// not sends everything. The checkout is the same either way.
+#[test]
+fn issue_13_sparse_fetches_only_the_needed_blobs_where_the_server_filters() {
+    let forge = Forge::new();
+    let server = GitServer::start(forge.root.path(), Behaviour::default());
+    let many: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("assets/a{i}.txt"), format!("asset {i}\n")))
+        .collect();
+    let mut lib_files: Vec<(&str, &str)> =
+        many.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    lib_files.push(("include/lib.h", "int lib;\n"));
+    let lib = forge.commit("lib", &lib_files, &[]);
+    let mut files = lib_files.clone();
+    files.retain(|(p, _)| p.starts_with("assets/"));
+    files.push(("README", "super\n"));
+    let modules = gitmodules(&[("lib", "lib", "../lib.git")]);
+    files.push((".gitmodules", &modules));
+    forge.commit("super", &files, &[("lib", &lib)]);
+    let out = TempDir::new("git-out");
+    let objects = |filter: bool, dest: &str| {
+        for name in ["lib", "super"] {
+            forge.publish(name, false);
+            git(
+                &forge.root.join(format!("{name}.git")),
+                &["config", "uploadpack.allowFilter", &filter.to_string()],
+            );
+        }
+        let outcome = initbox([
+            "git-shallow",
+            &server.url("super.git"),
+            out.join(dest).to_str().unwrap(),
+            "--submodules",
+            "recursive",
+            "--sparse",
+            "README",
+            "--sparse",
+            "lib/include",
+            "--log-format",
+            "json",
+        ])
+        .run();
+        outcome.success();
+        assert_eq!(
+            outcome.stderr.contains("filter blob:none"),
+            filter,
+            "{}",
+            outcome.stderr
+        );
+        let done = outcome
+            .stderr
+            .lines()
+            .find(|l| l.contains("\"files\""))
+            .unwrap_or_else(|| panic!("no summary: {}", outcome.stderr));
+        let value: serde_json::Value = serde_json::from_str(done).unwrap();
+        value["objects"].as_u64().unwrap()
+    };
+    let filtered = objects(true, "filtered");
+    let whole = objects(false, "whole");
+    assert!(filtered < 10, "{filtered} objects with the filter");
+    assert!(whole > 300, "{whole} objects without it");
+    assert!(snapshot(&out.join("filtered")) == snapshot(&out.join("whole")));
+    assert!(out.join("filtered/lib/include/lib.h").exists());
+    assert!(!out.join("filtered/assets").exists());
+}

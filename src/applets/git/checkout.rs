@@ -360,6 +360,35 @@ pub fn entry_kind(pack: &mut Pack, root: &Oid, path: &[u8]) -> Result<Option<&'s
     Ok(None)
 }
 
+/// The blobs the checkout of `root` restricted to `sparse` writes (files and symlink targets),
+/// for the fetch that follows a filtered one.
+pub fn blobs_in_scope(pack: &mut Pack, root: &Oid, sparse: &Sparse) -> Result<Vec<Oid>, Error> {
+    // A copy: what the walk finds must not count as found for the checkout.
+    let mut sparse = sparse.clone();
+    let mut blobs = Vec::new();
+    let mut trees = vec![(*root, Vec::new(), 0)];
+    while let Some((id, prefix, depth)) = trees.pop() {
+        if depth > MAX_DEPTH {
+            return Err(hostile(format!("trees nested deeper than {MAX_DEPTH}")));
+        }
+        let Some((Kind::Tree, data)) = pack.get(&id)? else {
+            return Err(missing(&id, &String::from_utf8_lossy(&prefix)));
+        };
+        for entry in parse_tree(&data)? {
+            let path = [&prefix[..], entry.name].concat();
+            match (sparse.scope(&path), entry.mode) {
+                (Scope::Outside, _) | (_, Mode::Gitlink) => {}
+                (_, Mode::Tree) => trees.push((entry.id, [&path[..], b"/"].concat(), depth + 1)),
+                (Scope::All, _) => blobs.push(entry.id),
+                (Scope::Part, _) => {}
+            }
+        }
+    }
+    blobs.sort_unstable();
+    blobs.dedup();
+    Ok(blobs)
+}
+
 /// The blob id of a regular file at the root of tree `root`, if there is one named `name`;
 /// any other kind of entry by that name is refused (git's fsck refuses a `.gitmodules` symlink).
 pub fn root_file(pack: &mut Pack, root: &Oid, name: &[u8]) -> Result<Option<Oid>, Error> {

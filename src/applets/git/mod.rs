@@ -31,7 +31,7 @@ use self::credentials::{Credentials, Rule};
 use self::pack::{hex, Kind, Oid, Pack};
 use self::pktline::PktError;
 use self::progress::Progress;
-use self::protocol::{Advertisement, Ref, Wanted};
+use self::protocol::{Advertisement, Fetch, Ref, Wanted};
 use self::sparse::Sparse;
 use self::submodules::Mode;
 use self::workspace::{DestState, Workspace};
@@ -416,17 +416,25 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
 
     let mut progress = Progress::default();
     let workspace = Workspace::create(dest, &state)?;
-    let file = workspace.pack_file("pack")?;
-    let mut pack = fetch_pack(
+    let wants = Wants {
+        target: &target,
+        depth: options.depth,
+        sparse: options.sparse.as_ref(),
+        gitmodules: options.submodules != Mode::Off,
+        pack_name: "pack",
+    };
+    let Fetched {
+        mut pack,
+        commit,
+        tree,
+    } = fetch(
         &remote,
         &advertisement,
-        &target,
-        options.depth,
-        file,
+        &wants,
+        &workspace,
         deadline,
         &mut progress,
     )?;
-    let (commit, tree) = peel(&mut pack, &target)?;
     let commit_hex = hex(&commit);
     if let (Wanted::Commit(_), DestState::Holds(Some(current))) = (&options.wanted, &state) {
         if current.is(&recorded(&commit_hex)) {
@@ -508,26 +516,99 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     finish(options, &commit_hex)
 }
 
-/// Fetches the pack holding `target` and `depth` commits of its history into `file`.
+/// One repository's fetch: its pack, and the commit and root tree to check out.
+struct Fetched {
+    pack: Pack,
+    commit: Oid,
+    tree: Oid,
+}
+
+/// What [`fetch`] is asked for.
+struct Wants<'a> {
+    target: &'a Oid,
+    depth: u32,
+    /// `--sparse`: when the server can filter, only the blobs these paths need are fetched.
+    sparse: Option<&'a Sparse>,
+    /// The `.gitmodules` blob is needed (submodules are checked out).
+    gitmodules: bool,
+    /// Tells apart the pack files of repositories fetched side by side.
+    pack_name: &'a str,
+}
+
+/// Fetches `wants.target` into a pack file of `workspace`. With `--sparse` paths, a v2 server
+/// that offers `filter` first sends the commit and trees only (`filter blob:none`), then, in a
+/// second request, the blobs the paths need.
+fn fetch(
+    remote: &Remote<'_>,
+    advertisement: &Advertisement,
+    wants: &Wants<'_>,
+    workspace: &Workspace,
+    deadline: &Deadline,
+    progress: &mut Progress,
+) -> Result<Fetched, Error> {
+    let filtered = wants.sparse.is_some()
+        && matches!(advertisement, Advertisement::V2 { capabilities }
+            if protocol::supports_filter(capabilities));
+    let shallow = Fetch::Shallow {
+        want: wants.target,
+        depth: wants.depth,
+        filtered,
+    };
+    let file = workspace.pack_file(wants.pack_name)?;
+    let mut pack = fetch_pack(remote, advertisement, &shallow, file, deadline, progress)?;
+    let (commit, tree) = peel(&mut pack, wants.target)?;
+    if let (true, Some(sparse)) = (filtered, wants.sparse) {
+        let mut blobs = checkout::blobs_in_scope(&mut pack, &tree, sparse)?;
+        if wants.gitmodules {
+            blobs.extend(checkout::root_file(&mut pack, &tree, b".gitmodules")?);
+        }
+        if !blobs.is_empty() {
+            let file = workspace.pack_file(&format!("{}-blobs", wants.pack_name))?;
+            let objects = Fetch::Objects(&blobs);
+            pack.attach(fetch_pack(
+                remote,
+                advertisement,
+                &objects,
+                file,
+                deadline,
+                progress,
+            )?);
+        }
+        log::info(
+            &format!(
+                "{}: fetched {} blobs for the --sparse paths only (filter blob:none)",
+                remote.url,
+                blobs.len()
+            ),
+            &[
+                ("url", json!(remote.url.to_string())),
+                ("blobs", json!(blobs.len())),
+            ],
+        );
+    }
+    Ok(Fetched { pack, commit, tree })
+}
+
+/// Sends one fetch request and receives its pack into `file`.
 fn fetch_pack(
     remote: &Remote<'_>,
     advertisement: &Advertisement,
-    target: &Oid,
-    depth: u32,
+    fetch: &Fetch<'_>,
     file: File,
     deadline: &Deadline,
     progress: &mut Progress,
 ) -> Result<Pack, Error> {
-    let response = match advertisement {
-        Advertisement::V2 { .. } => {
-            let body = remote.upload_pack(true, &protocol::fetch_request_v2(target, depth))?;
-            protocol::read_fetch_response_v2(body).map(|s| Box::new(s) as Box<dyn Read>)
-        }
-        Advertisement::V0 { capabilities, .. } => {
-            let request = protocol::fetch_request_v0(target, depth, capabilities)
+    let response = match (advertisement, fetch) {
+        (Advertisement::V0 { capabilities, .. }, Fetch::Shallow { want, depth, .. }) => {
+            let request = protocol::fetch_request_v0(want, *depth, capabilities)
                 .map_err(|e| from_pkt(e, remote.url))?;
             let body = remote.upload_pack(false, &request)?;
             protocol::read_fetch_response_v0(body).map(|s| Box::new(s) as Box<dyn Read>)
+        }
+        // Objects by id follow a filtered fetch, which only a v2 server offers.
+        _ => {
+            let body = remote.upload_pack(true, &protocol::fetch_request_v2(fetch))?;
+            protocol::read_fetch_response_v2(body).map(|s| Box::new(s) as Box<dyn Read>)
         }
     }
     .map_err(|e| from_pkt(e, remote.url))?;

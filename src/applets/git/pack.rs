@@ -151,6 +151,8 @@ pub struct Pack {
     /// Compressed data read from the file, and inflated data on its way to a file.
     input: Vec<u8>,
     output: Vec<u8>,
+    /// The pack of the blobs a filtered fetch left out, fetched by id after it.
+    more: Option<Box<Pack>>,
 }
 
 /// A commit, tree or tag over [`MAX_METADATA`].
@@ -453,6 +455,7 @@ pub fn receive(
         inflater: state,
         input: out,
         output: vec![0u8; CHUNK],
+        more: None,
     };
     pack.resolve_deltas(deltas, deadline)?;
     Ok(pack)
@@ -623,12 +626,20 @@ fn pump(
 impl Pack {
     /// Objects stored as deltas (OFS_DELTA or REF_DELTA).
     pub fn delta_count(&self) -> usize {
-        self.deltas
+        self.deltas + self.more.as_ref().map_or(0, |more| more.delta_count())
     }
 
     /// Objects in the pack.
     pub fn object_count(&self) -> usize {
-        self.offsets.len()
+        self.offsets.len() + self.more.as_ref().map_or(0, |more| more.object_count())
+    }
+
+    /// Adds the objects of `more` (the blobs fetched after a filtered fetch) to this pack's.
+    pub fn attach(&mut self, more: Pack) {
+        match &mut self.more {
+            Some(pack) => pack.attach(more),
+            None => self.more = Some(Box::new(more)),
+        }
     }
 
     /// Computes the id of every delta object. REF_DELTA bases may come later in the pack, or be
@@ -724,7 +735,10 @@ impl Pack {
     /// and small blobs (symlink targets) are asked for: a large blob is refused.
     pub fn get(&mut self, id: &Oid) -> Result<Option<Object>, Error> {
         let Some(index) = self.find(id) else {
-            return Ok(None);
+            return match &mut self.more {
+                Some(more) => more.get(id),
+                None => Ok(None),
+            };
         };
         let too_large = |size: u64| {
             Err(Error::Remote(format!(
@@ -748,7 +762,10 @@ impl Pack {
     /// the spill area, so a large file never sits in memory.
     pub fn write_blob(&mut self, id: &Oid, out: &mut impl Write) -> Result<Option<u64>, Error> {
         let Some(index) = self.find(id) else {
-            return Ok(None);
+            return match &mut self.more {
+                Some(more) => more.write_blob(id, out),
+                None => Ok(None),
+            };
         };
         let write_error = |e: io::Error| Error::io("cannot write a checked-out file", &e);
         let header = self.header(index)?;

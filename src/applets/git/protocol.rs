@@ -226,19 +226,56 @@ pub fn find<'a>(refs: &'a [Ref], wanted: &Wanted) -> Option<&'a Ref> {
         .find_map(|name| refs.iter().find(|r| &r.name == name))
 }
 
-/// The v2 `fetch` request: one want, shallow to `depth`, no negotiation.
-pub fn fetch_request_v2(want: &Oid, depth: u32) -> Vec<u8> {
+/// What a v2 `fetch` asks for, with no negotiation (nothing is held locally).
+pub enum Fetch<'a> {
+    /// One commit and `depth` commits of history; `filtered`: without blobs (`filter
+    /// blob:none`), which a second request fetches by id.
+    Shallow {
+        want: &'a Oid,
+        depth: u32,
+        filtered: bool,
+    },
+    /// Objects by id, the blobs a filtered fetch left out.
+    Objects(&'a [Oid]),
+}
+
+/// The v2 `fetch` request.
+pub fn fetch_request_v2(fetch: &Fetch<'_>) -> Vec<u8> {
     let mut body = Vec::new();
     write_line(&mut body, "command=fetch");
     write_line(&mut body, &agent());
     write_delim(&mut body);
     write_line(&mut body, "no-progress");
     write_line(&mut body, "ofs-delta");
-    write_line(&mut body, &format!("deepen {depth}"));
-    write_line(&mut body, &format!("want {}", hex(want)));
+    match fetch {
+        Fetch::Shallow {
+            want,
+            depth,
+            filtered,
+        } => {
+            write_line(&mut body, &format!("deepen {depth}"));
+            if *filtered {
+                write_line(&mut body, "filter blob:none");
+            }
+            write_line(&mut body, &format!("want {}", hex(want)));
+        }
+        Fetch::Objects(wants) => {
+            for want in *wants {
+                write_line(&mut body, &format!("want {}", hex(want)));
+            }
+        }
+    }
     write_line(&mut body, "done");
     write_flush(&mut body);
     body
+}
+
+/// Whether a v2 server's `fetch` takes `filter` (git's `uploadpack.allowFilter`).
+pub fn supports_filter(capabilities: &[String]) -> bool {
+    capabilities
+        .iter()
+        .filter_map(|c| c.strip_prefix("fetch="))
+        .any(|features| features.split(' ').any(|f| f == "filter"))
 }
 
 /// Skips the sections before `packfile` and returns its side-band stream.
@@ -459,11 +496,32 @@ mod tests {
     #[test]
     fn requests_are_well_formed() {
         let id = parse_hex(C).unwrap();
-        let body = fetch_request_v2(&id, 3);
+        let body = fetch_request_v2(&Fetch::Shallow {
+            want: &id,
+            depth: 3,
+            filtered: false,
+        });
         let text = String::from_utf8(body).unwrap();
         assert!(text.starts_with("0012command=fetch\n"));
         assert!(text.contains("000ddeepen 3\n"));
+        assert!(!text.contains("filter"));
         assert!(text.ends_with(&format!("0032want {C}\n0009done\n0000")));
+        let filtered = fetch_request_v2(&Fetch::Shallow {
+            want: &id,
+            depth: 1,
+            filtered: true,
+        });
+        assert!(String::from_utf8(filtered)
+            .unwrap()
+            .contains("0015filter blob:none\n"));
+        let blobs = [id, parse_hex(T).unwrap()];
+        let text = String::from_utf8(fetch_request_v2(&Fetch::Objects(&blobs))).unwrap();
+        assert!(!text.contains("deepen"));
+        assert!(text.ends_with(&format!("0032want {C}\n0032want {T}\n0009done\n0000")));
+        assert!(supports_filter(&[
+            "fetch=shallow wait-for-done filter".into()
+        ]));
+        assert!(!supports_filter(&["fetch=shallow".into(), "filter".into()]));
         let offered: Vec<String> = ["shallow", "side-band-64k", "ofs-delta"]
             .map(String::from)
             .into();

@@ -25,7 +25,7 @@ use super::progress::Progress;
 use super::protocol::Wanted;
 use super::sparse::Sparse;
 use super::workspace::Workspace;
-use super::{fetch_pack, peel, Remote};
+use super::{fetch, Fetched, Remote, Wants};
 use crate::error::Error;
 use crate::http::{Client, Url};
 use crate::log;
@@ -283,20 +283,27 @@ fn check_out_one(job: &Job, context: &Context<'_>) -> Result<(Stats, Vec<Job>), 
     };
     let wanted = Wanted::Commit(job.commit);
     let advertisement = remote.advertisement(&wanted)?;
-    let file = context
-        .workspace
-        .pack_file(&format!("pack-{}", hex(&job.commit)))?;
     let mut progress = Progress::of_submodule(&job.shown);
-    let mut pack = fetch_pack(
+    let pack_name = format!("pack-{}", hex(&job.commit));
+    let wants = Wants {
+        target: &job.commit,
+        depth: 1,
+        sparse: job.sparse.as_ref(),
+        gitmodules: context.mode == Mode::Recursive,
+        pack_name: &pack_name,
+    };
+    let Fetched {
+        mut pack,
+        commit,
+        tree,
+    } = fetch(
         &remote,
         &advertisement,
-        &job.commit,
-        1,
-        file,
+        &wants,
+        context.workspace,
         deadline,
         &mut progress,
     )?;
-    let (commit, tree) = peel(&mut pack, &job.commit)?;
     if commit != job.commit {
         return Err(Error::Remote(format!(
             "the recorded commit is a tag object, not a commit ({})",
