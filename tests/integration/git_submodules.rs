@@ -91,7 +91,8 @@ fn gitmodules(entries: &[(&str, &str, &str)]) -> String {
 }
 
 /// superproject `super` with `lib` (relative URL, pinned to a commit that is not lib's tip,
-/// itself holding `deps/nested`, relative to lib's URL) and `vendor/tools` (absolute URL).
+/// itself holding `deps/nested`, relative to lib's URL), `vendor/tools` (absolute URL) and
+/// `again/lib` (lib at the same commit once more).
 struct Project {
     forge: Forge,
     server: GitServer,
@@ -128,10 +129,15 @@ fn project(behaviour: Behaviour, by_id: bool) -> Project {
                 &gitmodules(&[
                     ("lib", "lib", "../lib.git"),
                     ("tools", "vendor/tools", &server.url("tools.git")),
+                    ("lib-again", "again/lib", "../lib.git"),
                 ]),
             ),
         ],
-        &[("lib", &lib_pinned), ("vendor/tools", &tools)],
+        &[
+            ("lib", &lib_pinned),
+            ("vendor/tools", &tools),
+            ("again/lib", &lib_pinned),
+        ],
     );
     forge.publish("super", by_id);
     Project {
@@ -190,7 +196,7 @@ fn issue_13_recursive_clone_matches_git_clone_recurse_submodules() {
         .run()
         .success()
         .stdout_has(&p.superproject)
-        .stderr_has("3 submodules");
+        .stderr_has("5 submodules");
     let reference = git_clone_recursive(&url);
     assert_same_tree(&reference.join("ref"), &dest);
     assert_eq!(

@@ -482,6 +482,7 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
             credentials: &credentials,
             workspace: &workspace,
             deadline,
+            packs: Default::default(),
         };
         let totals = submodules::check_out_all(jobs, &context)?;
         stats.files += totals.files;

@@ -108,6 +108,8 @@ pub struct Context<'a> {
     pub credentials: &'a super::credentials::Credentials,
     pub workspace: &'a Workspace,
     pub deadline: &'a Deadline,
+    /// Numbers the pack files: two submodules may record the same commit.
+    pub packs: AtomicUsize,
 }
 
 /// The submodules the gitlinks of one repository's checkout name. `pack` and `tree` are that
@@ -284,7 +286,7 @@ fn check_out_one(job: &Job, context: &Context<'_>) -> Result<(Stats, Vec<Job>), 
     let wanted = Wanted::Commit(job.commit);
     let advertisement = remote.advertisement(&wanted)?;
     let mut progress = Progress::of_submodule(&job.shown);
-    let pack_name = format!("pack-{}", hex(&job.commit));
+    let pack_name = format!("pack-{}", context.packs.fetch_add(1, Ordering::SeqCst));
     let wants = Wants {
         target: &job.commit,
         depth: 1,
