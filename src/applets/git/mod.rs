@@ -9,6 +9,7 @@
 
 pub mod checkout;
 pub mod delta;
+pub mod gitmodules;
 pub mod pack;
 pub mod pktline;
 pub mod progress;
