@@ -512,7 +512,7 @@ mod tests {
             "[ x]",
             "[x",
         ] {
-            refused(&format!("# c\n{header}\n"), "line 2: bad section header");
+            refused(format!("# c\n{header}\n"), "line 2: bad section header");
         }
         refused(
             "[submodule \"a\"]\npath x\n",
