@@ -64,14 +64,18 @@ pub fn parse(data: &[u8]) -> Result<Vec<Submodule>, String> {
                 None => Section::Other,
                 Some(name) => {
                     check_name(&name).map_err(at)?;
-                    if !by_name.contains_key(&name) && entries.len() == MAX_SUBMODULES {
-                        return Err(at(format!("more than {MAX_SUBMODULES} submodules")));
-                    }
-                    let index = *by_name.entry(name.clone()).or_insert(entries.len());
-                    if index == entries.len() {
-                        let (path, url) = (None, None);
-                        entries.push(Entry { name, path, url });
-                    }
+                    let index = match by_name.get(&name) {
+                        Some(&index) => index,
+                        None if entries.len() == MAX_SUBMODULES => {
+                            return Err(at(format!("more than {MAX_SUBMODULES} submodules")))
+                        }
+                        None => {
+                            by_name.insert(name.clone(), entries.len());
+                            let (path, url) = (None, None);
+                            entries.push(Entry { name, path, url });
+                            entries.len() - 1
+                        }
+                    };
                     Section::Submodule(index)
                 }
             };
