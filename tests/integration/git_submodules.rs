@@ -92,7 +92,8 @@ fn gitmodules(entries: &[(&str, &str, &str)]) -> String {
 
 /// superproject `super` with `lib` (relative URL, pinned to a commit that is not lib's tip,
 /// itself holding `deps/nested`, relative to lib's URL), `vendor/tools` (absolute URL) and
-/// `again/lib` (lib at the same commit once more).
+/// `again/lib` (lib at the same commit once more), and `skipped`, whose `update = none` leaves
+/// it empty.
 struct Project {
     forge: Forge,
     server: GitServer,
@@ -126,17 +127,19 @@ fn project(behaviour: Behaviour, by_id: bool) -> Project {
             ("README", "super\n"),
             (
                 ".gitmodules",
-                &gitmodules(&[
+                &(gitmodules(&[
                     ("lib", "lib", "../lib.git"),
                     ("tools", "vendor/tools", &server.url("tools.git")),
                     ("lib-again", "again/lib", "../lib.git"),
-                ]),
+                    ("skipped", "skipped", "../tools.git"),
+                ]) + "\tupdate = none\n"),
             ),
         ],
         &[
             ("lib", &lib_pinned),
             ("vendor/tools", &tools),
             ("again/lib", &lib_pinned),
+            ("skipped", &tools),
         ],
     );
     forge.publish("super", by_id);

@@ -28,6 +28,8 @@ pub struct Submodule {
     pub name: String,
     pub path: String,
     pub url: String,
+    /// `update = none` (or a `!command`, which git turns into none): git clone leaves it empty.
+    pub update_none: bool,
 }
 
 /// A value with the line that set it, for the messages of later checks.
@@ -37,6 +39,7 @@ struct Entry {
     name: String,
     path: Setting,
     url: Setting,
+    update_none: bool,
 }
 
 enum Section {
@@ -72,7 +75,12 @@ pub fn parse(data: &[u8]) -> Result<Vec<Submodule>, String> {
                         None => {
                             by_name.insert(name.clone(), entries.len());
                             let (path, url) = (None, None);
-                            entries.push(Entry { name, path, url });
+                            entries.push(Entry {
+                                name,
+                                path,
+                                url,
+                                update_none: false,
+                            });
                             entries.len() - 1
                         }
                     };
@@ -233,13 +241,18 @@ fn parse_value<'a>(
     }
 }
 
-/// Records `path` or `url` (checked here, so every value git would see is checked, as fsck does);
-/// other keys (`branch`, `update`, `shallow`, `ignore`, ...) are not initbox's business.
+/// Records `path` or `url` (checked here, so every value git would see is checked, as fsck does)
+/// and whether `update` is none; other keys (`branch`, `shallow`, `ignore`, ...) are not
+/// initbox's business.
 fn set(entry: &mut Entry, key: &[u8], value: Option<Vec<u8>>, number: usize) -> Result<(), String> {
     let at = |why: String| format!("line {number}: submodule '{}': {why}", shown(&entry.name));
     let key = match key {
         b"path" => "path",
         b"url" => "url",
+        b"update" => {
+            entry.update_none = value.is_some_and(|v| v == b"none" || v.starts_with(b"!"));
+            return Ok(());
+        }
         _ => return Ok(()),
     };
     // Git too: a key without `=` is boolean true, and path and url are no booleans.
@@ -274,6 +287,7 @@ fn complete(entries: Vec<Entry>) -> Result<Vec<Submodule>, String> {
             name: entry.name,
             path,
             url,
+            update_none: entry.update_none,
         });
     }
     Ok(submodules)
@@ -436,7 +450,12 @@ mod tests {
 
     fn one(name: &str, path: &str, url: &str) -> Submodule {
         let (name, path, url) = (name.into(), path.into(), url.into());
-        Submodule { name, path, url }
+        Submodule {
+            name,
+            path,
+            url,
+            update_none: false,
+        }
     }
 
     #[track_caller]
@@ -481,7 +500,10 @@ mod tests {
             parse(text.as_bytes()).unwrap(),
             [
                 one("A", "a \"q\"", "https://h/#not-a-comment"),
-                one("B", "later", "x/../y"),
+                Submodule {
+                    update_none: true,
+                    ..one("B", "later", "x/../y")
+                },
                 one("old.style", "old", "./old"),
             ]
         );

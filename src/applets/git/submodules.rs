@@ -155,41 +155,52 @@ pub fn plan(
             }
         }
     }
-    gitlinks
-        .iter()
-        .map(|link| {
-            let module = modules
-                .iter()
-                .find(|m| m.path.as_bytes() == link.path)
-                .ok_or_else(|| {
-                    refused(format!(
-                        "'{}' is a submodule (commit {}) that .gitmodules does not name",
-                        within(&link.shown),
-                        hex(&link.id)
-                    ))
-                })?;
-            let url = gitmodules::resolve_url(url, &module.url).map_err(|why| {
+    let mut jobs = Vec::with_capacity(gitlinks.len());
+    for link in gitlinks {
+        let module = modules
+            .iter()
+            .find(|m| m.path.as_bytes() == link.path)
+            .ok_or_else(|| {
                 refused(format!(
-                    "submodule '{}' ({}): {why}",
-                    module.name,
-                    within(&link.shown)
+                    "'{}' is a submodule (commit {}) that .gitmodules does not name",
+                    within(&link.shown),
+                    hex(&link.id)
                 ))
             })?;
-            let path = match parent {
-                Some(job) => [&job.path[..], b"/", &link.path[..]].concat(),
-                None => link.path.clone(),
-            };
-            Ok(Job {
-                name: module.name.clone(),
-                path,
-                shown: within(&link.shown),
-                url,
-                commit: link.id,
-                level,
-                sparse: sparse.as_mut().and_then(|s| s.below(&link.path)),
-            })
-        })
-        .collect()
+        if module.update_none {
+            log::info(
+                &format!(
+                    "submodule '{}' ({}) is left empty: .gitmodules says update = none, which \
+                     git clone honours too",
+                    module.name,
+                    within(&link.shown)
+                ),
+                &[("submodule", json!(within(&link.shown)))],
+            );
+            continue;
+        }
+        let url = gitmodules::resolve_url(url, &module.url).map_err(|why| {
+            refused(format!(
+                "submodule '{}' ({}): {why}",
+                module.name,
+                within(&link.shown)
+            ))
+        })?;
+        let path = match parent {
+            Some(job) => [&job.path[..], b"/", &link.path[..]].concat(),
+            None => link.path.clone(),
+        };
+        jobs.push(Job {
+            name: module.name.clone(),
+            path,
+            shown: within(&link.shown),
+            url,
+            commit: link.id,
+            level,
+            sparse: sparse.as_mut().and_then(|s| s.below(&link.path)),
+        });
+    }
+    Ok(jobs)
 }
 
 /// The `.gitmodules` of `tree`, empty when there is none.
