@@ -21,6 +21,7 @@ pub mod workspace;
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -421,39 +422,34 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         depth: options.depth,
         sparse: options.sparse.as_ref(),
         gitmodules: options.submodules != Mode::Off,
+        fail_on_submodules: options.fail_on_submodules,
         pack_name: "pack",
+        prefix: "",
     };
-    let Fetched {
+    let mut root = checkout::open_dir(&workspace.tree())?;
+    let Cloned {
         mut pack,
         commit,
         tree,
-    } = fetch(
+        mut stats,
+        mut sparse,
+    } = clone_into(
         &remote,
         &advertisement,
         &wants,
         &workspace,
+        &mut root,
         deadline,
         &mut progress,
     )?;
+    drop(root);
     let commit_hex = hex(&commit);
     if let (Wanted::Commit(_), DestState::Holds(Some(current))) = (&options.wanted, &state) {
+        // A pinned tag object's id that peels to the commit DEST holds.
         if current.is(&recorded(&commit_hex)) {
             return already_checked_out(options, &current.commit);
         }
     }
-
-    let mut root = checkout::open_dir(&workspace.tree())?;
-    let mut checkout = Checkout::new(
-        &mut pack,
-        deadline,
-        &mut progress,
-        options.fail_on_submodules,
-    );
-    checkout.sparse = options.sparse.clone();
-    checkout.write_tree(&tree, &mut root, "", 0)?;
-    let mut stats = std::mem::take(&mut checkout.stats);
-    let mut sparse = checkout.sparse.take();
-    drop(root);
     let (objects, deltas) = (pack.object_count(), pack.delta_count());
     let submodules = if options.submodules == Mode::Off {
         if let Some(sparse) = &sparse {
@@ -517,11 +513,14 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     finish(options, &commit_hex)
 }
 
-/// One repository's fetch: its pack, and the commit and root tree to check out.
-struct Fetched {
+/// One repository fetched and checked out: its pack, commit and root tree, what the checkout
+/// wrote and met (gitlinks, `--sparse` paths found).
+struct Cloned {
     pack: Pack,
     commit: Oid,
     tree: Oid,
+    stats: checkout::Stats,
+    sparse: Option<Sparse>,
 }
 
 /// What [`fetch`] is asked for.
@@ -532,21 +531,27 @@ struct Wants<'a> {
     sparse: Option<&'a Sparse>,
     /// The `.gitmodules` blob is needed (submodules are checked out).
     gitmodules: bool,
+    fail_on_submodules: bool,
     /// Tells apart the pack files of repositories fetched side by side.
     pack_name: &'a str,
+    /// Where the checkout goes, for messages: empty, or a submodule's path and `/`.
+    prefix: &'a str,
 }
 
-/// Fetches `wants.target` into a pack file of `workspace`. With `--sparse` paths, a v2 server
-/// that offers `filter` first sends the commit and trees only (`filter blob:none`), then, in a
-/// second request, the blobs the paths need.
-fn fetch(
+/// Fetches `wants.target` into a pack file of `workspace` and writes its tree into `dir` (which
+/// `wants.prefix` names in messages): the superproject into the workspace's tree, a submodule into its
+/// directory there. With `--sparse` paths, a v2 server that offers `filter` first sends the
+/// commit and trees only (`filter blob:none`), then, in a second request, the blobs the paths
+/// need.
+fn clone_into(
     remote: &Remote<'_>,
     advertisement: &Advertisement,
     wants: &Wants<'_>,
     workspace: &Workspace,
+    dir: &mut OwnedFd,
     deadline: &Deadline,
     progress: &mut Progress,
-) -> Result<Fetched, Error> {
+) -> Result<Cloned, Error> {
     let filtered = wants.sparse.is_some()
         && matches!(advertisement, Advertisement::V2 { capabilities }
             if protocol::supports_filter(capabilities));
@@ -587,7 +592,18 @@ fn fetch(
             ],
         );
     }
-    Ok(Fetched { pack, commit, tree })
+    let mut checkout = Checkout::new(&mut pack, deadline, progress, wants.fail_on_submodules);
+    checkout.sparse = wants.sparse.cloned();
+    checkout.write_tree(&tree, dir, wants.prefix, 0)?;
+    let stats = std::mem::take(&mut checkout.stats);
+    let sparse = checkout.sparse.take();
+    Ok(Cloned {
+        pack,
+        commit,
+        tree,
+        stats,
+        sparse,
+    })
 }
 
 /// Sends one fetch request and receives its pack into `file`.

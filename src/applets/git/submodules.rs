@@ -18,14 +18,14 @@ use std::thread;
 
 use serde_json::json;
 
-use super::checkout::{self, Checkout, Gitlink, Stats};
+use super::checkout::{self, Gitlink, Stats};
 use super::gitmodules::{self, Submodule, MAX_GITMODULES_BYTES};
 use super::pack::{hex, Kind, Oid, Pack};
 use super::progress::Progress;
 use super::protocol::Wanted;
 use super::sparse::Sparse;
 use super::workspace::Workspace;
-use super::{fetch, Fetched, Remote, Wants};
+use super::{clone_into, Cloned, Remote, Wants};
 use crate::error::Error;
 use crate::http::{Client, Url};
 use crate::log;
@@ -303,17 +303,23 @@ fn check_out_one(job: &Job, context: &Context<'_>) -> Result<(Stats, Vec<Job>), 
         depth: 1,
         sparse: job.sparse.as_ref(),
         gitmodules: context.mode == Mode::Recursive,
+        fail_on_submodules: false,
         pack_name: &pack_name,
+        prefix: &format!("{}/", job.shown),
     };
-    let Fetched {
+    let mut dir = checkout::open_below(&context.workspace.tree(), &job.path, &job.shown)?;
+    let Cloned {
         mut pack,
         commit,
         tree,
-    } = fetch(
+        stats,
+        mut sparse,
+    } = clone_into(
         &remote,
         &advertisement,
         &wants,
         context.workspace,
+        &mut dir,
         deadline,
         &mut progress,
     )?;
@@ -323,12 +329,6 @@ fn check_out_one(job: &Job, context: &Context<'_>) -> Result<(Stats, Vec<Job>), 
             hex(&commit)
         )));
     }
-    let mut dir = checkout::open_below(&context.workspace.tree(), &job.path, &job.shown)?;
-    let mut checkout = Checkout::new(&mut pack, deadline, &mut progress, false);
-    checkout.sparse = job.sparse.clone();
-    checkout.write_tree(&tree, &mut dir, &format!("{}/", job.shown), 0)?;
-    let stats = std::mem::take(&mut checkout.stats);
-    let mut sparse = checkout.sparse.take();
     let children = match context.mode {
         Mode::Recursive => plan(
             &mut pack,
