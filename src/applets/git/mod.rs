@@ -1,13 +1,16 @@
 //! `git-shallow`: check out one commit of a remote repository, as `git clone --depth 1` would,
 //! without git in the image.
 //!
-//! The steps: ask the server which protocol it speaks (`info/refs`), resolve `--ref` (v2 `ls-refs`
-//! or the v0 advertisement), then fetch a shallow pack ([`protocol`]), which streams into an
-//! unlinked temporary file while it is parsed and hashed ([`pack`], [`delta`]), and check the
-//! tree out into a temporary directory that then replaces DEST ([`checkout`]). The HTTP side is
-//! the shared client in `src/http.rs` (TLS trust, deadlines, proxies, redaction).
+//! The steps: ask the server which protocol it speaks (`info/refs`, [`remote`]), resolve `--ref`
+//! (v2 `ls-refs` or the v0 advertisement), then fetch a shallow pack ([`protocol`]), which
+//! streams into an unlinked temporary file while it is parsed and hashed ([`pack`], [`delta`]),
+//! and check the tree out ([`clone`], [`checkout`]) into a temporary directory ([`workspace`])
+//! that then replaces DEST. With `--submodules`, each gitlink's repository is cloned the same way
+//! into its directory there ([`submodules`], [`gitmodules`], [`credentials`]); `--sparse` limits
+//! what is written ([`sparse`]). The HTTP side is the shared client in `src/http/`.
 
 pub mod checkout;
+mod clone;
 pub mod credentials;
 pub mod delta;
 pub mod gitmodules;
@@ -15,31 +18,29 @@ pub mod pack;
 pub mod pktline;
 pub mod progress;
 pub mod protocol;
+mod remote;
 pub mod sparse;
 pub mod submodules;
 pub mod workspace;
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
 
-use self::checkout::Checkout;
+use self::clone::{clone_into, Cloned, Wants};
 use self::credentials::{Credentials, Rule};
-use self::pack::{hex, Kind, Oid, Pack};
-use self::pktline::PktError;
+use self::pack::hex;
 use self::progress::Progress;
-use self::protocol::{Advertisement, Fetch, Ref, Wanted};
+use self::protocol::Wanted;
+use self::remote::{resolve, Remote};
 use self::sparse::Sparse;
 use self::submodules::Mode;
 use self::workspace::{DestState, Workspace};
 use crate::atomic::AtomicFile;
 use crate::cli::{format_duration, Args};
 use crate::error::Error;
-use crate::http::{self, Client, Header, Method, Url};
+use crate::http::{self, Client, Header, Url};
 use crate::log;
 use crate::supervisor::{Deadline, Job};
 
@@ -101,8 +102,6 @@ EXAMPLES
         --credential-file https://vendor.example/=/secrets/vendor";
 
 const DEFAULT_DEPTH: u32 = 1;
-const CONTENT_TYPE_REQUEST: &str = "application/x-git-upload-pack-request";
-const CONTENT_TYPE_RESULT: &str = "application/x-git-upload-pack-result";
 
 struct Options {
     url: Url,
@@ -247,131 +246,6 @@ pub fn parse(mut args: Args) -> Result<Job, Error> {
     Ok(Box::new(move |deadline| run(&options, deadline)))
 }
 
-/// An initbox error carried through `io::Read` (the HTTP body classifies its own failures).
-#[derive(Debug)]
-struct Carried(Error);
-
-impl std::fmt::Display for Carried {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for Carried {}
-
-/// A response body whose read errors already carry their exit code.
-struct Body(http::BodyReader);
-
-impl Read for Body {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0
-            .read(buf)
-            .map_err(|e| io::Error::other(Carried(self.0.error(e))))
-    }
-}
-
-fn from_io(err: io::Error, url: &Url) -> Error {
-    match PktError::from_io(err) {
-        PktError::Io(e) => {
-            if e.get_ref().is_some_and(|inner| inner.is::<Carried>()) {
-                if let Ok(carried) = e.into_inner().expect("checked").downcast::<Carried>() {
-                    return carried.0;
-                }
-                unreachable!("checked above");
-            }
-            Error::io(format!("reading from {url}"), &e)
-        }
-        other => from_pkt(other, url),
-    }
-}
-
-fn from_pkt(err: PktError, url: &Url) -> Error {
-    match err {
-        PktError::Io(e) => from_io(e, url),
-        PktError::Server(message) if message.contains("not our ref") => Error::Remote(format!(
-            "{url}: the server reported: {message}: it does not have the commit, or does not \
-             send commits by id that no branch or tag reaches: check that the commit was \
-             pushed, and let the server send it (uploadpack.allowReachableSHA1InWant=true, or \
-             uploadpack.allowAnySHA1InWant=true for a commit no ref reaches)"
-        )),
-        PktError::Server(message) => {
-            Error::Remote(format!("{url}: the server reported: {message}"))
-        }
-        malformed @ PktError::Malformed(_) => Error::Remote(format!("{url}: {malformed}")),
-    }
-}
-
-struct Remote<'a> {
-    client: &'a Client,
-    url: &'a Url,
-    /// Credential headers, sent by [`Client::request`] to the repository's origin only.
-    auth: &'a [Header],
-}
-
-impl Remote<'_> {
-    fn headers(&self, v2: bool, extra: &[(&str, &str)]) -> Vec<Header> {
-        let mut headers: Vec<Header> = extra.iter().map(|(n, v)| Header::new(*n, *v)).collect();
-        if v2 {
-            headers.push(Header::new("Git-Protocol", "version=2"));
-        }
-        headers.extend_from_slice(self.auth);
-        headers
-    }
-
-    /// The repository path without a trailing slash, for `info/refs` and `git-upload-pack`.
-    fn base_path(&self) -> &str {
-        self.url.path().trim_end_matches('/')
-    }
-
-    fn check(&self, response: http::Response) -> Result<Body, Error> {
-        if response.is_success() {
-            return Ok(Body(response.into_body()));
-        }
-        let status = response.status_error();
-        match response.status {
-            // Credentials are a permission matter (77), not a protocol fault: a retry with the
-            // same settings cannot succeed, the secret given to the pod must change.
-            401 | 403 => Err(Error::Permission(format!(
-                "{status}: credentials missing or rejected: give them with --username and \
-                 --password-file (or --password-env), user:password@ in the URL, --bearer-file, \
-                 --basic-auth-from-env or --header; for another host, --credential \
-                 URL_PREFIX=VAR or --credential-file URL_PREFIX=PATH"
-            ))),
-            404 => Err(Error::Remote(format!("{status}: check the repository URL"))),
-            _ => Err(status),
-        }
-    }
-
-    fn advertisement(&self, wanted: &Wanted) -> Result<Advertisement, Error> {
-        let url = self.url.with_path(&format!(
-            "{}/info/refs?service=git-upload-pack",
-            self.base_path()
-        ));
-        let response = self
-            .client
-            .request_retrying(Method::Get, &url, &self.headers(true, &[]))?;
-        let body = self.check(response)?;
-        protocol::parse_advertisement(body, wanted).map_err(|e| from_pkt(e, self.url))
-    }
-
-    fn upload_pack(&self, v2: bool, body: &[u8]) -> Result<Body, Error> {
-        let url = self
-            .url
-            .with_path(&format!("{}/git-upload-pack", self.base_path()));
-        let headers = self.headers(
-            v2,
-            &[
-                ("Content-Type", CONTENT_TYPE_REQUEST),
-                ("Accept", CONTENT_TYPE_RESULT),
-            ],
-        );
-        let response = self
-            .client
-            .request_retrying(Method::Post(body), &url, &headers)?;
-        self.check(response)
-    }
-}
-
 fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     let dest = &options.dest;
     let state = workspace::dest_state(dest, options.revision_file.as_deref())?;
@@ -513,127 +387,6 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
     finish(options, &commit_hex)
 }
 
-/// One repository fetched and checked out: its pack, commit and root tree, what the checkout
-/// wrote and met (gitlinks, `--sparse` paths found).
-struct Cloned {
-    pack: Pack,
-    commit: Oid,
-    tree: Oid,
-    stats: checkout::Stats,
-    sparse: Option<Sparse>,
-}
-
-/// What [`fetch`] is asked for.
-struct Wants<'a> {
-    target: &'a Oid,
-    depth: u32,
-    /// `--sparse`: when the server can filter, only the blobs these paths need are fetched.
-    sparse: Option<&'a Sparse>,
-    /// The `.gitmodules` blob is needed (submodules are checked out).
-    gitmodules: bool,
-    fail_on_submodules: bool,
-    /// Tells apart the pack files of repositories fetched side by side.
-    pack_name: &'a str,
-    /// Where the checkout goes, for messages: empty, or a submodule's path and `/`.
-    prefix: &'a str,
-}
-
-/// Fetches `wants.target` into a pack file of `workspace` and writes its tree into `dir` (which
-/// `wants.prefix` names in messages): the superproject into the workspace's tree, a submodule into its
-/// directory there. With `--sparse` paths, a v2 server that offers `filter` first sends the
-/// commit and trees only (`filter blob:none`), then, in a second request, the blobs the paths
-/// need.
-fn clone_into(
-    remote: &Remote<'_>,
-    advertisement: &Advertisement,
-    wants: &Wants<'_>,
-    workspace: &Workspace,
-    dir: &mut OwnedFd,
-    deadline: &Deadline,
-    progress: &mut Progress,
-) -> Result<Cloned, Error> {
-    let filtered = wants.sparse.is_some()
-        && matches!(advertisement, Advertisement::V2 { capabilities }
-            if protocol::supports_filter(capabilities));
-    let shallow = Fetch::Shallow {
-        want: wants.target,
-        depth: wants.depth,
-        filtered,
-    };
-    let file = workspace.pack_file(wants.pack_name)?;
-    let mut pack = fetch_pack(remote, advertisement, &shallow, file, deadline, progress)?;
-    let (commit, tree) = peel(&mut pack, wants.target)?;
-    if let (true, Some(sparse)) = (filtered, wants.sparse) {
-        let mut blobs = checkout::blobs_in_scope(&mut pack, &tree, sparse)?;
-        if wants.gitmodules {
-            blobs.extend(checkout::root_file(&mut pack, &tree, b".gitmodules")?);
-        }
-        if !blobs.is_empty() {
-            let file = workspace.pack_file(&format!("{}-blobs", wants.pack_name))?;
-            let objects = Fetch::Objects(&blobs);
-            pack.attach(fetch_pack(
-                remote,
-                advertisement,
-                &objects,
-                file,
-                deadline,
-                progress,
-            )?);
-        }
-        log::info(
-            &format!(
-                "{}: fetched {} blobs for the --sparse paths only (filter blob:none)",
-                remote.url,
-                blobs.len()
-            ),
-            &[
-                ("url", json!(remote.url.to_string())),
-                ("blobs", json!(blobs.len())),
-            ],
-        );
-    }
-    let mut checkout = Checkout::new(&mut pack, deadline, progress, wants.fail_on_submodules);
-    checkout.sparse = wants.sparse.cloned();
-    checkout.write_tree(&tree, dir, wants.prefix, 0)?;
-    let stats = std::mem::take(&mut checkout.stats);
-    let sparse = checkout.sparse.take();
-    Ok(Cloned {
-        pack,
-        commit,
-        tree,
-        stats,
-        sparse,
-    })
-}
-
-/// Sends one fetch request and receives its pack into `file`.
-fn fetch_pack(
-    remote: &Remote<'_>,
-    advertisement: &Advertisement,
-    fetch: &Fetch<'_>,
-    file: File,
-    deadline: &Deadline,
-    progress: &mut Progress,
-) -> Result<Pack, Error> {
-    let response = match (advertisement, fetch) {
-        (Advertisement::V0 { capabilities, .. }, Fetch::Shallow { want, depth, .. }) => {
-            let request = protocol::fetch_request_v0(want, *depth, capabilities)
-                .map_err(|e| from_pkt(e, remote.url))?;
-            let body = remote.upload_pack(false, &request)?;
-            protocol::read_fetch_response_v0(body).map(|s| Box::new(s) as Box<dyn Read>)
-        }
-        // Objects by id follow a filtered fetch, which only a v2 server offers.
-        _ => {
-            let body = remote.upload_pack(true, &protocol::fetch_request_v2(fetch))?;
-            protocol::read_fetch_response_v2(body).map(|s| Box::new(s) as Box<dyn Read>)
-        }
-    }
-    .map_err(|e| from_pkt(e, remote.url))?;
-    pack::receive(response, file, deadline, progress, &|e| {
-        from_io(e, remote.url)
-    })
-}
-
 /// DEST already holds `commit`: nothing to fetch or write but the revision file.
 fn already_checked_out(options: &Options, commit: &str) -> Result<(), Error> {
     log::info(
@@ -668,77 +421,6 @@ fn write_revision_file(path: &Path, dest: &Path, commit: &str) -> Result<(), Err
     file.write_all(format!("{commit}\n").as_bytes())
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), &e))?;
     file.commit(0o644, None)
-}
-
-/// The object to fetch and, when already known, the commit it peels to.
-fn resolve(
-    remote: &Remote<'_>,
-    advertisement: &Advertisement,
-    wanted: &Wanted,
-) -> Result<(Oid, Option<Oid>), Error> {
-    if let Wanted::Commit(id) = wanted {
-        return Ok((*id, Some(*id)));
-    }
-    let listed: Vec<Ref>;
-    let refs = match advertisement {
-        Advertisement::V0 { refs, .. } => refs,
-        Advertisement::V2 { .. } => {
-            let body =
-                remote.upload_pack(true, &protocol::ls_refs_request(&wanted.candidates()))?;
-            listed = protocol::parse_ls_refs(body, wanted).map_err(|e| from_pkt(e, remote.url))?;
-            &listed
-        }
-    };
-    let found = protocol::find(refs, wanted).ok_or_else(|| {
-        Error::Remote(match wanted {
-            Wanted::Head => format!("{}: the repository has no HEAD (is it empty?)", remote.url),
-            _ => format!(
-                "{}: no ref {} (tried {}): check --ref",
-                remote.url,
-                match wanted {
-                    Wanted::Name(name) => name.as_str(),
-                    _ => "",
-                },
-                wanted.candidates().join(", ")
-            ),
-        })
-    })?;
-    Ok((found.id, Some(found.peeled.unwrap_or(found.id))))
-}
-
-/// Follows tags to the commit, and returns it with its root tree.
-fn peel(pack: &mut Pack, target: &Oid) -> Result<(Oid, Oid), Error> {
-    let mut id = *target;
-    for _ in 0..16 {
-        let (kind, data) = pack
-            .get(&id)?
-            .ok_or_else(|| checkout::missing(&id, "the wanted commit"))?;
-        let field = |name: &str| -> Result<Oid, Error> {
-            data.split(|&b| b == b'\n')
-                .take_while(|line| !line.is_empty())
-                .find_map(|line| line.strip_prefix(name.as_bytes()))
-                .and_then(|rest| std::str::from_utf8(rest).ok())
-                .and_then(pack::parse_hex)
-                .ok_or_else(|| {
-                    Error::Remote(format!("{} {}: no '{name}' line", kind.name(), hex(&id)))
-                })
-        };
-        match kind {
-            Kind::Tag => id = field("object ")?,
-            Kind::Commit => return Ok((id, field("tree ")?)),
-            other => {
-                return Err(Error::Remote(format!(
-                    "{} is a {}, not a commit",
-                    hex(target),
-                    other.name()
-                )))
-            }
-        }
-    }
-    Err(Error::Remote(format!(
-        "{}: tags nested too deep",
-        hex(target)
-    )))
 }
 
 /// The default deadline: a large repository over a slow link takes minutes.

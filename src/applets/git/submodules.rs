@@ -19,13 +19,14 @@ use std::thread;
 use serde_json::json;
 
 use super::checkout::{self, Gitlink, Stats};
+use super::clone::{clone_into, Cloned, Wants};
 use super::gitmodules::{self, Submodule, MAX_GITMODULES_BYTES};
 use super::pack::{hex, Kind, Oid, Pack};
 use super::progress::Progress;
 use super::protocol::Wanted;
+use super::remote::Remote;
 use super::sparse::Sparse;
 use super::workspace::Workspace;
-use super::{clone_into, Cloned, Remote, Wants};
 use crate::error::Error;
 use crate::http::{Client, Url};
 use crate::log;
