@@ -612,3 +612,59 @@ fn issue_13_sparse_fetches_only_the_needed_blobs_where_the_server_filters() {
     assert!(out.join("filtered/lib/include/lib.h").exists());
     assert!(!out.join("filtered/assets").exists());
 }
+
+/// The new options are checked before any work; secrets are read only when the job runs.
+#[test]
+fn issue_13_submodule_options_are_checked_before_any_work() {
+    let out = TempDir::new("git-out");
+    let dest = out.join("never");
+    let d = dest.to_str().unwrap();
+    let url = "http://127.0.0.1:1/r.git";
+    let check = |extra: &[&str]| {
+        let mut args = vec!["git-shallow", "--check-args", url, d];
+        args.extend(extra);
+        initbox(args).run()
+    };
+    check(&[
+        "--submodules",
+        "recursive",
+        "--sparse",
+        "lib/include",
+        "--credential",
+        "https://git.example/org=NOT_SET_ANYWHERE_42",
+        "--credential-file",
+        "https://vendor.example=/nonexistent/auth",
+    ])
+    .success();
+    for (bad, needle) in [
+        (vec!["--submodules", "yes"], "recursive, shallow or off"),
+        (
+            vec!["--submodules", "shallow", "--fail-on-submodules"],
+            "--fail-on-submodules",
+        ),
+        (vec!["--sparse", "../etc"], "--sparse"),
+        (vec!["--sparse", "/"], "--sparse"),
+        (
+            vec!["--credential", "https://git.example/org"],
+            "URL_PREFIX=",
+        ),
+        (vec!["--credential", "ssh://git.example/org=VAR"], "http"),
+        (
+            vec!["--credential-file", "https://u:p@git.example/=/x"],
+            "no user",
+        ),
+    ] {
+        check(&bad).code(64).stderr_has(needle);
+    }
+    initbox([
+        "git-shallow",
+        url,
+        d,
+        "--credential",
+        "https://git.example/org=NOT_SET_ANYWHERE_42",
+    ])
+    .run()
+    .code(66)
+    .stderr_has("NOT_SET_ANYWHERE_42");
+    assert!(!dest.exists());
+}
