@@ -186,6 +186,33 @@ fn init_group_signals_the_whole_process_group() {
     }
 }
 
+/// `-g` in a terminal (`docker run -it`): the child's group becomes the terminal's foreground
+/// group, as with `tini -g`; otherwise an interactive child is stopped at its first read. util-linux
+/// `script` gives the command a pseudo-terminal as its controlling terminal and stdin.
+#[test]
+fn init_group_takes_the_terminal_foreground() {
+    let dir = TempDir::new("init-tty");
+    let bin = crate::util::bin();
+    // The shell prints its /proc stat line: pid (comm) state ppid pgrp session tty tpgid ...
+    let command = format!(
+        "{} init -g -- sh -c 'cat /proc/$$/stat'",
+        bin.to_str().unwrap()
+    );
+    let mut script = std::process::Command::new(require_tool("script"));
+    script.args(["-q", "-e", "-c", &command]);
+    script.arg(dir.join("typescript"));
+    let out = Cmd::from(script).limit(Duration::from_secs(20)).run();
+    out.success();
+    let line = out.stdout.lines().find(|l| l.contains(" (sh) ")).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (pid, pgrp, tpgid) = (fields[0], fields[4], fields[7]);
+    assert_eq!(pgrp, pid, "-g: the child leads its own group: {line}");
+    assert_eq!(
+        tpgid, pgrp,
+        "the child's group is not the foreground: {line}"
+    );
+}
+
 /// Not PID 1: init registers as a child subreaper, so orphans come back to it and are reaped.
 #[test]
 fn init_not_pid1_is_a_subreaper_that_reaps_orphans() {
