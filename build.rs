@@ -1,5 +1,6 @@
 //! Embeds the build facts that `initbox --version` prints: git commit, target triple, and the
-//! applets compiled in (one cargo feature per applet).
+//! applets compiled in (one cargo feature per applet). Also relinks when the musl build's
+//! linker script changes.
 
 use std::process::Command;
 
@@ -44,4 +45,7 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+    // scripts/build-musl links with this linker script; cargo does not see it as an input, so a
+    // regenerated layout would otherwise not be relinked.
+    println!("cargo:rerun-if-changed=scripts/musl/init-hot.ld");
 }

@@ -537,7 +537,8 @@ pub fn become_subreaper() -> io::Result<()> {
 
 /// Starts `command` as a child with every signal at its default disposition (an ignored signal
 /// would otherwise stay ignored across exec) and an empty signal mask, in a
-/// process group of its own when `new_group`. Our descriptors are all close-on-exec.
+/// process group of its own when `new_group` (the terminal's foreground group, when stdin is
+/// one). Our descriptors are all close-on-exec.
 ///
 /// A plain fork and `execvp`, not `std::process::Command`: init is a long-lived PID 1 and every
 /// page of code it touches stays resident, and Command brings far more code (environment
@@ -606,6 +607,11 @@ unsafe fn exec_as_child(argv: *const *const libc::c_char, new_group: bool, repor
     }
     if new_group {
         libc::setpgid(0, 0);
+        // In a terminal the new group takes the foreground, as tini -g does, or an interactive
+        // command would be stopped (SIGTTIN) at its first read. The inherited mask still blocks
+        // SIGTTOU, which a background group's tcsetpgrp would get. Without a terminal on stdin
+        // this fails (ENOTTY) and changes nothing.
+        libc::tcsetpgrp(0, libc::getpid());
     }
     let empty = SignalSet::of([]);
     libc::sigprocmask(libc::SIG_SETMASK, &empty.0, std::ptr::null_mut());

@@ -27,8 +27,9 @@ N killed it). Not PID 1, initbox registers as a child subreaper, so orphans
 still come back to it.
 
 OPTIONS
-    -g, --group               run COMMAND in its own process group and send
-                              signals to the whole group
+    -g, --group               run COMMAND in its own process group (the
+                              terminal's foreground group when stdin is a
+                              terminal) and send signals to the whole group
     -e, --remap-exit FROM:TO  exit TO when COMMAND exits FROM (repeatable),
                               e.g. 143:0 for an app that exits 143 on SIGTERM
     --term-delay DURATION     hold a SIGTERM this long before forwarding it,
