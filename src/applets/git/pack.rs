@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
-use ring::digest::{Context, SHA1_FOR_LEGACY_USE_ONLY as SHA1};
+use sha1::{Digest, Sha1 as Context};
 
 use super::delta::{self, DeltaError, Source};
 use super::progress::Progress;
@@ -89,16 +89,13 @@ pub fn object_id(kind: Kind, data: &[u8]) -> Oid {
     finish(hasher)
 }
 
-/// The object id from a finished SHA-1 (git's object names are SHA-1, hence ring's legacy
-/// algorithm, which costs nothing: ring is linked for TLS anyway).
+/// The object id from a finished SHA-1.
 fn finish(hasher: Context) -> Oid {
-    let mut oid = [0u8; 20];
-    oid.copy_from_slice(hasher.finish().as_ref());
-    oid
+    hasher.finalize().into()
 }
 
 fn object_hasher(kind: Kind, size: u64) -> Context {
-    let mut hasher = Context::new(&SHA1);
+    let mut hasher = Context::new();
     hasher.update(format!("{} {size}\0", kind.name()).as_bytes());
     hasher
 }
@@ -410,7 +407,7 @@ pub fn receive(
         end: 0,
         position: 0,
         out: BufWriter::with_capacity(CHUNK, &file),
-        hasher: Context::new(&SHA1),
+        hasher: Context::new(),
         read_error,
         progress,
         objects: 0,
@@ -979,7 +976,7 @@ pub mod tests {
             }
         }
         let sum: Oid = finish({
-            let mut context = Context::new(&SHA1);
+            let mut context = Context::new();
             context.update(&pack);
             context
         });
