@@ -13,8 +13,6 @@ use super::checkout::is_dot_git;
 use super::pktline::trim_text;
 use crate::http::{redact_url_text, Url};
 
-/// A larger `.gitmodules` blob is refused before [`parse`]; real ones are a few KiB.
-pub const MAX_GITMODULES_BYTES: u64 = 1 << 20;
 /// Distinct `[submodule]` sections in one file.
 pub const MAX_SUBMODULES: usize = 1000;
 /// A physical line, and a value with its continuation lines.

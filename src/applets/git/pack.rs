@@ -729,7 +729,7 @@ impl Pack {
     }
 
     /// The object with this id: `None` when the pack does not hold it. Only commits, trees, tags
-    /// and small blobs (symlink targets) are asked for: a large blob is refused.
+    /// and small blobs (symlink targets, `.gitmodules`) are asked for: a large blob is refused.
     pub fn get(&mut self, id: &Oid) -> Result<Option<Object>, Error> {
         let Some(index) = self.find(id) else {
             return match &mut self.more {
@@ -739,7 +739,8 @@ impl Pack {
         };
         let too_large = |size: u64| {
             Err(Error::Remote(format!(
-                "blob {} of {size} bytes is too large to be held in memory (as a symlink target)",
+                "blob {} of {size} bytes is too large to be held in memory (a symlink target or \
+                 .gitmodules is read whole, up to {SPILL_OVER} bytes)",
                 hex(id)
             )))
         };

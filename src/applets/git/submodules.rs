@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::checkout::{self, Gitlink, Stats};
 use super::clone::{clone_into, Cloned, Wants};
-use super::gitmodules::{self, Submodule, MAX_GITMODULES_BYTES};
+use super::gitmodules::{self, Submodule};
 use super::pack::{hex, Kind, Oid, Pack};
 use super::progress::Progress;
 use super::protocol::Wanted;
@@ -209,14 +209,10 @@ fn read_gitmodules(pack: &mut Pack, tree: &Oid) -> Result<Vec<Submodule>, Error>
     let Some(id) = checkout::root_file(pack, tree, b".gitmodules")? else {
         return Ok(Vec::new());
     };
+    // The pack hands out blobs of up to 1 MiB whole; a larger .gitmodules is refused there.
     let Some((Kind::Blob, data)) = pack.get(&id)? else {
         return Err(checkout::missing(&id, ".gitmodules"));
     };
-    if data.len() as u64 > MAX_GITMODULES_BYTES {
-        return Err(refused(format!(
-            ".gitmodules is larger than {MAX_GITMODULES_BYTES} bytes"
-        )));
-    }
     gitmodules::parse(&data).map_err(|why| refused(format!(".gitmodules {why}")))
 }
 
