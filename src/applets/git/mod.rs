@@ -325,40 +325,39 @@ fn run(options: &Options, deadline: &Deadline) -> Result<(), Error> {
         }
     }
     let (objects, deltas) = (pack.object_count(), pack.delta_count());
-    let submodules = if options.submodules == Mode::Off {
-        if let Some(sparse) = &sparse {
-            sparse.check_found(&commit_hex, "")?;
+    let jobs = match options.submodules {
+        Mode::Off => {
+            submodules::warn_left_empty(&stats.gitlinks, None);
+            Vec::new()
         }
-        submodules::warn_left_empty(&stats.gitlinks, None);
-        0
-    } else {
-        let jobs = submodules::plan(
+        _ => submodules::plan(
             &mut pack,
             &tree,
             &stats.gitlinks,
             &options.url,
             None,
             sparse.as_mut(),
-        )?;
-        if let Some(sparse) = &sparse {
-            sparse.check_found(&commit_hex, "")?;
-        }
-        // The superproject's pack is no longer needed: its memory and file go before the
-        // submodules' arrive.
-        drop(pack);
-        let context = submodules::Context {
-            mode: options.submodules,
-            client: &client,
-            credentials: &credentials,
-            workspace: &workspace,
-            deadline,
-            packs: Default::default(),
-        };
-        let totals = submodules::check_out_all(jobs, &context)?;
-        stats.files += totals.files;
-        stats.bytes += totals.bytes;
-        totals.submodules
+        )?,
     };
+    // After the plan, which hands the paths into submodules to them.
+    if let Some(sparse) = &sparse {
+        sparse.check_found(&commit_hex, "")?;
+    }
+    // The superproject's pack is no longer needed: its memory and file go before the
+    // submodules' arrive.
+    drop(pack);
+    let context = submodules::Context {
+        mode: options.submodules,
+        client: &client,
+        credentials: &credentials,
+        workspace: &workspace,
+        deadline,
+        packs: Default::default(),
+    };
+    let totals = submodules::check_out_all(jobs, &context)?;
+    stats.files += totals.files;
+    stats.bytes += totals.bytes;
+    let submodules = totals.submodules;
     deadline.check("checking out")?;
     workspace.install(dest, &state, &recorded(&commit_hex))?;
     log::info(
