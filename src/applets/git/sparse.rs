@@ -114,14 +114,15 @@ impl Sparse {
             .collect()
     }
 
-    /// The paths as recorded on DEST with the commit: a changed list is another checkout.
+    /// The paths as recorded on DEST with the commit: a changed list is another checkout. They
+    /// are joined by NUL, the one byte no argument holds, so two lists never record alike.
     pub fn spec(&self) -> String {
         let paths: Vec<String> = self
             .paths
             .iter()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect();
-        format!("sparse={}", paths.join(":"))
+        format!("sparse={}", paths.join("\0"))
     }
 }
 
@@ -179,6 +180,7 @@ mod tests {
             assert!(Sparse::parse_path(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Sparse::parse_path("/lib/include/").unwrap(), b"lib/include");
-        assert_eq!(sparse(&["b", "a", "b"]).spec(), "sparse=a:b");
+        assert_eq!(sparse(&["b", "a", "b"]).spec(), "sparse=a\0b");
+        assert_ne!(sparse(&["a:b"]).spec(), sparse(&["a", "b"]).spec());
     }
 }
