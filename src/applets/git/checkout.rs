@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::pack::{hex, Kind, Oid, Pack};
+use super::pack::{hex, Kind, Oid, Pack, MAX_OBJECTS};
 use super::pktline::trim_text;
 use super::progress::Progress;
 use super::sparse::{Scope, Sparse};
@@ -379,6 +379,12 @@ pub fn blobs_in_scope(pack: &mut Pack, root: &Oid, sparse: &Sparse) -> Result<Ve
             match (sparse.scope(&path), entry.mode) {
                 (Scope::Outside, _) | (_, Mode::Gitlink) => {}
                 (_, Mode::Tree) => trees.push((entry.id, [&path[..], b"/"].concat(), depth + 1)),
+                (Scope::All, _) if blobs.len() == MAX_OBJECTS as usize => {
+                    // No pack may bring more; the list and its request stay bounded.
+                    return Err(hostile(format!(
+                        "the --sparse paths name more than {MAX_OBJECTS} files"
+                    )));
+                }
                 (Scope::All, _) => blobs.push(entry.id),
                 (Scope::Part, _) => {}
             }
